@@ -1,0 +1,254 @@
+"""Images: robust loading, the offline sample photographs, and ILSVRC validation data with boxes.
+
+``IlsvrcDataset`` reads the layout of the ILSVRC-2012 validation set as distributed with its
+localisation annotations (PASCAL-VOC style XML, one ``<object>`` per ground-truth box, the
+``<name>`` being the WordNet id, coordinates in original pixels)::
+
+    root/images/ILSVRC2012_val_00000001.JPEG
+    root/annotations/ILSVRC2012_val_00000001.xml
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["load_image", "to_rgb", "sample_images", "SAMPLE_IMAGES", "IlsvrcDataset", "IlsvrcRecord",
+           "default_ilsvrc_root"]
+
+#: Largest image accepted by :func:`load_image` (pixels), unless ``max_pixels`` says otherwise.
+MAX_PIXELS = 100_000_000
+_EXTS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any PIL image -> 8-bit RGB.
+
+    Grayscale (``L``, ``1``), palette (``P``), CMYK, YCbCr and LAB are converted by PIL; 16/32-bit
+    integer and float grayscale (``I;16``, ``I``, ``F``) are rescaled from their value range to
+    0..255; images with transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour) are
+    composited over ``background`` (white), as a viewer would show them.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            lo, hi = 0.0, 65535.0
+        else:
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            if mode == "I" and lo >= 0 and hi <= 255:
+                lo, hi = 0.0, 255.0
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+        return Image.fromarray(np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)).convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, background + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image file as an 8-bit RGB PIL image, upright.
+
+    Applies the EXIF orientation tag, then :func:`to_rgb` (grayscale, palette, RGBA, CMYK, 16-bit
+    all become RGB). The whole file is decoded here, so a truncated file fails now rather than
+    later inside a model.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: naming the file, for an empty file, a directory, a file that is not an image,
+            a truncated/corrupt image, or one larger than ``max_pixels``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no such image file: {p}")
+    if p.is_dir():
+        raise ValueError(f"{p} is a directory, not an image file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{p} is empty (0 bytes), not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ValueError(f"{p} is {w}x{h} = {w * h:,} pixels, more than max_pixels={max_pixels:,}; "
+                                     f"downscale it first or pass a larger max_pixels")
+                if w < 1 or h < 1:
+                    raise ValueError(f"{p} has no pixels ({w}x{h})")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return to_rgb(im)
+    except UnidentifiedImageError as e:
+        raise ValueError(f"{p} is not an image file PIL can read") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{p} is absurdly large ({e})") from e
+    except (OSError, SyntaxError) as e:  # truncated / corrupt data
+        raise ValueError(f"{p} is truncated or corrupt: {e}") from e
+
+
+# -- offline photographs -----------------------------------------------------------------------
+
+#: name -> (package, path inside the package) of the photographs shipped by installed packages.
+SAMPLE_IMAGES: dict[str, tuple[str, str]] = {
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "motorcycle": ("skimage", "data/motorcycle_left.png"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+}
+
+
+def _package_file(package: str, rel: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"package {package!r} is not installed (needed for its sample photograph {rel})")
+    return Path(spec.origin).parent / rel
+
+
+def sample_images(names: Sequence[str] | None = None) -> dict[str, Image.Image]:
+    """The offline photographs by name (all of :data:`SAMPLE_IMAGES` when ``names`` is None).
+
+    They ship inside scikit-image, scikit-learn and matplotlib, so no download is needed:
+    ``chelsea`` (a tabby cat), ``coffee`` (a cup), ``astronaut``, ``rocket``, ``motorcycle``,
+    ``china`` (a temple), ``flower``, ``grace_hopper`` (a portrait in uniform).
+    """
+    names = list(SAMPLE_IMAGES) if names is None else list(names)
+    out = {}
+    for n in names:
+        if n not in SAMPLE_IMAGES:
+            raise ValueError(f"unknown sample image {n!r}; available: {sorted(SAMPLE_IMAGES)}")
+        out[n] = load_image(_package_file(*SAMPLE_IMAGES[n]))
+    return out
+
+
+# -- ILSVRC ------------------------------------------------------------------------------------
+
+
+def default_ilsvrc_root() -> Path | None:
+    """The ILSVRC validation folder to use, or None.
+
+    ``$DEEPINSIDE_ILSVRC`` if set, else the sample ``../shared/data/ilsvrc2012-val-201`` next to
+    the current directory or one of its parents (where the book's development setup keeps it).
+    """
+    env = os.environ.get("DEEPINSIDE_ILSVRC")
+    if env:
+        return Path(env)
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:
+        cand = d.parent / "shared" / "data" / "ilsvrc2012-val-201"
+        if (cand / "images").is_dir():
+            return cand
+    return None
+
+
+@dataclass(frozen=True)
+class IlsvrcRecord:
+    """One annotated validation image.
+
+    Attributes:
+        image_path: the JPEG.
+        wnid, label: the image's class (WordNet id and index in the sorted 1000 synsets).
+        width, height: the original size from the XML (pixels).
+        boxes: ground-truth boxes ``(x0, y0, x1, y1)`` in original pixels, half-open: the XML's
+            0-based inclusive corners (``xmax = width - 1`` for a full-width box) become
+            ``x0 = xmin``, ``x1 = xmax + 1``, so that ``x1 - x0`` is the box width.
+        box_wnids: the WordNet id of each box (ILSVRC val boxes all carry the image's class).
+    """
+
+    image_path: Path
+    wnid: str
+    label: int
+    width: int
+    height: int
+    boxes: tuple[tuple[float, float, float, float], ...]
+    box_wnids: tuple[str, ...]
+
+
+def _parse_annotation(xml_path: Path, wnid_index: dict[str, int], image_path: Path) -> IlsvrcRecord:
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as e:
+        raise ValueError(f"{xml_path} is not valid XML: {e}") from e
+    size = root.find("size")
+    if size is None:
+        raise ValueError(f"{xml_path} has no <size> element: not an ILSVRC/PASCAL-VOC annotation")
+    width, height = int(size.findtext("width", "0")), int(size.findtext("height", "0"))
+    boxes, wn = [], []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        if bb is None or name not in wnid_index:
+            raise ValueError(f"{xml_path}: object without a <bndbox> or with unknown WordNet id {name!r}")
+        x0, y0, x1, y1 = (float(bb.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append((x0, y0, x1 + 1.0, y1 + 1.0))
+        wn.append(name)
+    if not boxes:
+        raise ValueError(f"{xml_path} has no <object> boxes")
+    return IlsvrcRecord(image_path, wn[0], wnid_index[wn[0]], width, height, tuple(boxes), tuple(wn))
+
+
+class IlsvrcDataset:
+    """ILSVRC validation images with their ground-truth boxes.
+
+    ``root`` holds ``images/*.JPEG`` and ``annotations/*.xml`` with the same stems. Indexing
+    gives ``(PIL RGB image, IlsvrcRecord)``; ``records`` holds all annotations, parsed eagerly
+    (cheap), while images are decoded on access.
+    """
+
+    def __init__(self, root: str | os.PathLike, limit: int | None = None) -> None:
+        from .models import imagenet_labels
+
+        self.root = Path(root)
+        img_dir, ann_dir = self.root / "images", self.root / "annotations"
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"ILSVRC folder {self.root} does not exist")
+        if not img_dir.is_dir() or not ann_dir.is_dir():
+            raise ValueError(f"{self.root} is not in the ILSVRC layout: expected the sub-folders "
+                             f"images/ (*.JPEG) and annotations/ (*.xml)")
+        wnid_index = {w: i for i, w in enumerate(imagenet_labels()[1])}
+        images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in _EXTS)
+        records = []
+        for p in images:
+            xml = ann_dir / (p.stem + ".xml")
+            if xml.exists():
+                records.append(_parse_annotation(xml, wnid_index, p))
+        if not records:
+            raise ValueError(f"{self.root} holds no image with a matching annotations/<stem>.xml")
+        self.records: list[IlsvrcRecord] = records[:limit] if limit else records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, IlsvrcRecord]:
+        rec = self.records[i]
+        return load_image(rec.image_path), rec
+
+    def __iter__(self) -> Iterator[tuple[Image.Image, IlsvrcRecord]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class index of every image, ``(N,)`` int64."""
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"IlsvrcDataset({str(self.root)!r}, n={len(self)}, classes={len(set(self.labels.tolist()))})"

