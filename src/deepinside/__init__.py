@@ -55,7 +55,12 @@ __all__ = [
 ]
 
 
+_SUBMODULES = {"plotting", "saliency", "backprop", "deconvnet", "class_model", "localisation", "evaluation", "cli"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES and name not in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

@@ -36,7 +36,14 @@ __all__ = [
     "WeightsUnavailableError",
     "frozen",
     "seed_everything",
+    "accuracy",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
 ]
+
+#: The ImageNet channel statistics most PyTorch models are trained with (not EfficientNet-Lite).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Minimum length of the shorter image side accepted by :meth:`Classifier.preprocess`.
 MIN_IMAGE_SIDE = 8
@@ -154,6 +161,13 @@ class Classifier:
         _check_batch(x, "denormalize")
         return (x.to(self.device) * self._std_t + self._mean_t).clamp(0.0, 1.0)
 
+    def with_preprocessing(self, **changes) -> "Classifier":
+        """The same network with other preprocessing constants (``mean``, ``std``,
+        ``crop_fraction``, ``interpolation``, ``input_size``): for measuring what they cost."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
     # -- inference ------------------------------------------------------------------------
     def scores(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Class scores (logits) ``(N, 1000)`` of a normalised batch, without gradients."""
@@ -209,6 +223,31 @@ class Classifier:
     @property
     def _wnid_index(self) -> dict[str, int]:
         return {w.lower(): i for i, w in enumerate(self.wnids)}
+
+
+def accuracy(
+    clf: Classifier, images: Sequence[Image.Image], labels: Sequence[int], topk: Sequence[int] = (1, 5),
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Top-k classification accuracy (centre crop) of ``clf`` on labelled images.
+
+    Returns ``{"top1": ..., "top5": ..., "n": N}`` (fractions in [0, 1]); the ILSVRC error is
+    ``1 - accuracy``.
+    """
+    from ._progress import progress
+
+    labels_t = torch.as_tensor(list(labels), dtype=torch.long)
+    if len(labels_t) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(labels_t)} labels")
+    kmax = max(topk)
+    hits = torch.zeros(len(topk))
+    for i in progress(range(0, len(images), batch_size), desc="classifying", unit="batch"):
+        top = clf.scores(clf.preprocess(images[i : i + batch_size])).topk(kmax, dim=1).indices.cpu()
+        match = top == labels_t[i : i + batch_size, None]
+        hits += torch.tensor([match[:, :k].any(1).sum().item() for k in topk], dtype=torch.float)
+    out = {f"top{k}": (h / max(1, len(images))).item() for k, h in zip(topk, hits)}
+    out["n"] = len(images)
+    return out
 
 
 def _close_names(key: str, names: Sequence[str]) -> list[str]:
@@ -302,6 +341,24 @@ def _online(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _hf_offline() -> Iterator[None]:
+    """Hugging Face hub in offline mode (cache only) for the duration: no retries, no hanging."""
+    import huggingface_hub.constants as hfc
+
+    old_env, old_const = os.environ.get("HF_HUB_OFFLINE"), hfc.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hfc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hfc.HF_HUB_OFFLINE = old_const
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env
+
+
 def _hub_net(name: str, download: bool | None) -> tuple[nn.Module, dict]:
     """A timm model (or ``torchvision/<name>``) with pretrained weights, and its data config."""
     if download is None:
@@ -314,7 +371,7 @@ def _hub_net(name: str, download: bool | None) -> tuple[nn.Module, dict]:
             weights = torchvision.models.get_model_weights(arch).DEFAULT
         except Exception as e:  # noqa: BLE001 - unknown names raise several types
             raise ValueError(f"unknown torchvision model {arch!r}") from e
-        cfg = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875,
+        cfg = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "crop_pct": 0.875,
                "input_size": (3, 224, 224), "interpolation": "bilinear"}
         try:
             if not download:
@@ -337,11 +394,10 @@ def _hub_net(name: str, download: bool | None) -> tuple[nn.Module, dict]:
             f"unknown model {name!r}: use one of {sorted(_LITE)}, a timm model name "
             f"(timm.list_models(pretrained=True)) or 'torchvision/<name>'"
         )
-    env = {} if download else {"HF_HUB_OFFLINE": "1"}
-    old = {k: os.environ.get(k) for k in env}
+    offline = contextlib.nullcontext() if download else _hf_offline()
     try:
-        os.environ.update(env)
-        net = timm.create_model(name, pretrained=True)
+        with offline:
+            net = timm.create_model(name, pretrained=True)
     except Exception as e:  # noqa: BLE001 - hub errors come in many types
         raise WeightsUnavailableError(
             f"the pretrained weights of timm model {name!r} are not cached and cannot be downloaded "
@@ -349,12 +405,6 @@ def _hub_net(name: str, download: bool | None) -> tuple[nn.Module, dict]:
             f"timm.create_model({name!r}, pretrained=True) once where there is internet (the weights go to "
             f"the Hugging Face cache, ~/.cache/huggingface), or use the offline default 'efficientnet_lite0'."
         ) from e
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return net, dict(net.pretrained_cfg)
 
 

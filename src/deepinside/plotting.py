@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["as_image_array", "image_grid", "draw_box"]
+__all__ = ["as_image_array", "image_grid", "draw_box", "predictions_figure"]
 
 
 def as_image_array(x: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -81,6 +81,37 @@ def draw_box(ax, box: Sequence[float], color: str = "lime", label: str | None = 
     if label:
         ax.text(x0, y0, label, color="black", fontsize=7, va="bottom",
                 bbox=dict(facecolor=color, alpha=0.8, pad=1, edgecolor="none"))
+
+
+def predictions_figure(images: dict, predictions: list, cols: int = 4, size: float = 2.6):
+    """Each image above a horizontal bar chart of its top-k classes and probabilities.
+
+    Args:
+        images: name -> PIL image (``len(predictions)`` of them, same order).
+        predictions: per image a list of ``(class_index, class_name, probability)``.
+    """
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(size * cols, size * 1.7 * rows),
+                             gridspec_kw={"height_ratios": [1.0, 0.7] * rows}, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ((name, img), pred) in enumerate(zip(images.items(), predictions)):
+        r, c = 2 * (i // cols), i % cols
+        axes[r, c].imshow(as_image_array(img))
+        axes[r, c].set_title(name, fontsize=9)
+        bar = axes[r + 1, c]
+        bar.axis("on")
+        labels = [nm for _, nm, _ in pred][::-1]
+        probs = [p for _, _, p in pred][::-1]
+        bar.barh(range(len(pred)), probs, color="tab:blue")
+        bar.set_yticks(range(len(pred)), labels, fontsize=7)
+        bar.set_xlim(0, 1)
+        bar.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return fig
 
 
 # --- Fig. 1: class models (class_model chapter) -----------------------------------------------

@@ -1,0 +1,168 @@
+"""load_image on every kind of bad or unusual file; sample images; the ILSVRC reader."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import deepinside as di
+
+
+def _save(tmp_path: Path, img: Image.Image, name: str, **kw) -> Path:
+    p = tmp_path / name
+    img.save(p, **kw)
+    return p
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "RGBA", "LA", "CMYK", "I;16", "I", "F", "RGB"])
+def test_any_mode_becomes_rgb(tmp_path, mode):
+    rgb = Image.fromarray(np.random.default_rng(1).integers(0, 255, (12, 20, 3), dtype=np.uint8))
+    if mode in ("I;16", "I", "F"):
+        arr = np.linspace(0, 1, 240).reshape(12, 20)
+        scale = {"I;16": 65535, "I": 4000, "F": 1.0}[mode]
+        img = Image.fromarray((arr * scale).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+        if mode == "I;16":
+            img = img.convert("I;16") if img.mode != "I;16" else img
+    else:
+        img = rgb.convert(mode)
+    ext = "tiff" if mode in ("CMYK", "I;16", "I", "F") else "png"
+    out = di.load_image(_save(tmp_path, img, f"x.{ext}"))
+    assert out.mode == "RGB" and out.size == (20, 12)
+    if mode in ("I;16", "I", "F"):  # rescaled to the full 8-bit range, not clipped to black/white
+        a = np.asarray(out)[..., 0]
+        assert a.min() == 0 and a.max() == 255
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    img = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    out = di.load_image(_save(tmp_path, img, "t.png"))
+    assert np.asarray(out)[0, 0].tolist() == [255, 255, 255]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (30, 10), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    p = _save(tmp_path, img, "r.jpg", exif=exif, quality=95)
+    out = di.load_image(p)
+    assert out.size == (10, 30)
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.jpg"
+    p.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.jpg.*empty"):
+        di.load_image(p)
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "notes.jpg"
+    p.write_text("this is text, not a JPEG")
+    with pytest.raises(ValueError, match="notes.jpg.*not an image"):
+        di.load_image(p)
+
+
+def test_truncated_image(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, "JPEG")
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ValueError, match="cut.jpg.*truncated"):
+        di.load_image(p)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        di.load_image(tmp_path / "nope.png")
+    with pytest.raises(ValueError, match="directory"):
+        di.load_image(tmp_path)
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path):
+    p = _save(tmp_path, Image.new("RGB", (400, 300)), "big.png")
+    with pytest.raises(ValueError, match="big.png.*max_pixels"):
+        di.load_image(p, max_pixels=100_000)
+
+
+def test_one_pixel_image_loads_but_is_refused_by_the_classifier(tmp_path, clf):
+    img = di.load_image(_save(tmp_path, Image.new("RGB", (1, 1)), "dot.png"))
+    assert img.size == (1, 1)
+    with pytest.raises(ValueError, match="1x1.*too small"):
+        clf.preprocess([img])
+
+
+@settings(max_examples=25, deadline=None)
+@given(w=st.integers(8, 90), h=st.integers(8, 90))
+def test_preprocess_any_size_gives_the_input_size(clf, w, h):
+    x = clf.preprocess([Image.new("RGB", (w, h), (10, 200, 30))])
+    assert x.shape == (1, 3, 224, 224)
+    assert np.allclose(x[0, :, 100, 100].cpu().numpy(), (np.array([10, 200, 30]) - 127) / 128, atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(w=st.integers(1, 5000), h=st.integers(1, 5000))
+def test_center_crop_box_is_a_centred_square_inside(clf, w, h):
+    x0, y0, x1, y1 = clf.center_crop_box(w, h)
+    assert x1 - x0 == y1 - y0 >= 1
+    assert 0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h
+    assert abs((x0 + x1) - w) <= 1 and abs((y0 + y1) - h) <= 1
+
+
+def test_sample_images_offline():
+    imgs = di.sample_images()
+    assert set(imgs) >= {"chelsea", "coffee", "astronaut", "rocket", "motorcycle", "china", "flower", "grace_hopper"}
+    assert all(im.mode == "RGB" and min(im.size) >= 200 for im in imgs.values())
+    with pytest.raises(ValueError, match="unknown sample image"):
+        di.sample_images(["lena"])
+
+
+def _fake_ilsvrc(root: Path, n: int = 3) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for i in range(n):
+        stem = f"ILSVRC2012_val_{i + 1:08d}"
+        Image.new("RGB", (50, 40), (i * 40, 0, 0)).save(root / "images" / f"{stem}.JPEG")
+        (root / "annotations" / f"{stem}.xml").write_text(
+            f"<annotation><size><width>50</width><height>40</height><depth>3</depth></size>"
+            f"<object><name>n01440764</name><bndbox><xmin>0</xmin><ymin>2</ymin><xmax>49</xmax><ymax>30</ymax></bndbox></object>"
+            f"<object><name>n01440764</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+            f"</annotation>")
+    return root
+
+
+def test_ilsvrc_reader_on_a_handmade_folder(tmp_path):
+    ds = di.IlsvrcDataset(_fake_ilsvrc(tmp_path / "val"))
+    assert len(ds) == 3
+    img, rec = ds[1]
+    assert img.size == (50, 40) and rec.label == 0 and rec.wnid == "n01440764"
+    # 0-based inclusive XML corners -> half-open boxes: the full-width box is 50 wide
+    assert rec.boxes == ((0.0, 2.0, 50.0, 31.0), (5.0, 5.0, 10.0, 10.0))
+    assert ds.labels.tolist() == [0, 0, 0]
+
+
+def test_ilsvrc_reader_refuses_wrong_layouts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        di.IlsvrcDataset(tmp_path / "missing")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(ValueError, match="not in the ILSVRC layout"):
+        di.IlsvrcDataset(tmp_path / "flat")
+    root = _fake_ilsvrc(tmp_path / "bad")
+    (root / "annotations" / "ILSVRC2012_val_00000001.xml").write_text("<annotation><object>")
+    with pytest.raises(ValueError, match="not valid XML"):
+        di.IlsvrcDataset(root)
+
+
+def test_ilsvrc_sample_when_present(ilsvrc_root):
+    ds = di.IlsvrcDataset(ilsvrc_root)
+    assert len(ds) >= 200 and len(set(ds.labels.tolist())) == 10
+    img, rec = ds[0]
+    assert img.size == (rec.width, rec.height)
+    for x0, y0, x1, y1 in rec.boxes:
+        assert 0 <= x0 < x1 <= rec.width and 0 <= y0 < y1 <= rec.height

