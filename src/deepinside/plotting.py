@@ -94,8 +94,8 @@ def predictions_figure(images: dict, predictions: list, cols: int = 4, size: flo
 
     n = len(images)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(size * cols, size * 1.7 * rows),
-                             gridspec_kw={"height_ratios": [1.0, 0.7] * rows}, squeeze=False)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(size * cols, size * 1.45 * rows),
+                             gridspec_kw={"height_ratios": [1.0, 0.6] * rows}, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ((name, img), pred) in enumerate(zip(images.items(), predictions)):
