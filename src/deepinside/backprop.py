@@ -1,0 +1,505 @@
+"""Backward rules for rectifiers: gradient, DeconvNet and guided back-propagation (Sect. 4).
+
+Simonyan et al. (2014), Sect. 4, "Relation to Deconvolutional Networks", compare how a signal
+travels backwards through a RELU layer :math:`X_{n+1} = \\max(X_n, 0)`:
+
+- the gradient (sub-gradient): :math:`\\partial f/\\partial X_n = \\partial f/\\partial X_{n+1}
+  \\mathbf{1}(X_n > 0)`;
+- the DeconvNet of Zeiler & Fergus (2014): :math:`R_n = R_{n+1} \\mathbf{1}(R_{n+1} > 0)`, "the sign
+  indicator is computed on the output reconstruction :math:`R_{n+1}` instead of the layer input
+  :math:`X_n`";
+- guided back-propagation (Springenberg et al. 2015) applies both indicators:
+  :math:`R_n = R_{n+1} \\mathbf{1}(X_n > 0) \\mathbf{1}(R_{n+1} > 0)`.
+
+Convolutions, pooling and linear layers back-propagate identically under the three rules (the
+paper's other two statements, proved numerically in :mod:`deepinside.deconvnet`), so a rule is a
+property of the rectifiers only. :func:`backward_rule` switches every rectifier of a network to a
+rule for the duration of a ``with`` block; ordinary autograd then computes DeconvNet and guided
+"gradients" through the same code path as the true gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RULES", "backward_rule", "find_rectifiers", "RuleStats", "input_gradient", "map_correlation",
+           "class_sensitivity", "bounded_rectifier_saturation"]
+
+#: The three backward rules of Sect. 4, in the order the chapter shows them.
+RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided")
+
+# Unpatched kernels, bound at import time, so the rectifier itself never goes through a patch.
+_relu = torch.relu
+_relu_ = torch.relu_
+_clamp = torch.clamp
+_clamp_ = torch.clamp_
+_threshold_backward = torch.ops.aten.threshold_backward  # (grad, y, 0) = grad * 1(y > 0)
+
+# Activations that are not rectifiers in the sense of Sect. 4: a rule cannot act on them.
+_UNSUPPORTED_ACTIVATIONS = (nn.SiLU, nn.GELU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU,
+                            nn.Hardswish, nn.Mish, nn.Softplus, nn.RReLU)
+
+_SOURCE_MENTION = re.compile(r"\b(relu6?_?|hardtanh_?|clamp(_min)?_?|clip_?)\s*\(")
+
+
+class _Rectifier(torch.autograd.Function):
+    """:math:`Y = \\min(\\max(X, 0), h)` (``h = inf`` for a RELU) whose backward applies a rule.
+
+    Forward is the exact rectifier (in place when asked, like ``nn.ReLU(inplace=True)``). Backward
+    of the incoming signal :math:`R_{n+1}` (``grad``):
+
+    - ``"deconvnet"``: :math:`R_{n+1} \\mathbf{1}(R_{n+1} > 0)`; the forward pass is not consulted;
+    - ``"guided"``: :math:`R_{n+1} \\mathbf{1}(R_{n+1} > 0) \\mathbf{1}(0 < X_n)`, times
+      :math:`\\mathbf{1}(X_n < h)` when ``upper_gate`` (see :func:`backward_rule`).
+
+    The forward gate is read from the output :math:`Y` (saved instead of :math:`X`, so an
+    in-place rectifier costs no extra memory): :math:`Y > 0 \\iff X > 0` and
+    :math:`Y < h \\iff X < h`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, hi: float | None, rule: str, inplace: bool,
+                upper_gate: bool) -> torch.Tensor:
+        if hi is None:
+            y = _relu_(x) if inplace else _relu(x)
+        else:
+            y = _clamp_(x, 0, hi) if inplace else _clamp(x, 0, hi)
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.rule = rule
+        ctx.hi = hi if upper_gate else None
+        if rule == "guided":
+            ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        if ctx.rule == "deconvnet":
+            return _relu(grad), None, None, None, None          # R_{n+1} 1(R_{n+1} > 0)
+        (y,) = ctx.saved_tensors
+        out = _threshold_backward(grad, y, 0)                   # R_{n+1} 1(X_n > 0): one pass
+        if ctx.hi is not None:
+            out = out.masked_fill_(y >= ctx.hi, 0)              # ... 1(X_n < h)
+        return out.relu_(), None, None, None, None              # ... 1(R_{n+1} > 0), in place
+
+
+@dataclass
+class RuleStats:
+    """What a :func:`backward_rule` block acted on (returned by ``with ... as stats``).
+
+    Attributes:
+        rule: the rule in force.
+        modules: qualified names of the rectifier modules switched to the rule.
+        calls: rectifier applications (modules and functional calls) recorded under the rule
+            (input requiring grad, grad mode on); EfficientNet-Lite0 counts 33 per forward pass.
+        seen: rectifier calls met during the block, recorded under the rule or not (e.g. under
+            ``torch.no_grad()``); filled in on exit.
+        net_calls: forward passes through the network itself during the block.
+    """
+
+    rule: str
+    modules: list[str] = field(default_factory=list)
+    calls: int = 0
+    seen: int = 0
+    net_calls: int = 0
+
+
+def _rectifier_bound(m: nn.Module) -> tuple[bool, float | None]:
+    """``(is_rectifier, upper bound h)`` of a module: ReLU -> (True, None), ReLU6 -> (True, 6)."""
+    if isinstance(m, nn.ReLU):
+        return True, None
+    if isinstance(m, nn.Hardtanh) and float(m.min_val) == 0.0 and float(m.max_val) > 0.0:
+        return True, float(m.max_val)          # nn.ReLU6 is Hardtanh(0, 6)
+    return False, None
+
+
+def find_rectifiers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The rectifier modules of ``net`` a rule acts on: ``nn.ReLU`` and ``nn.Hardtanh`` with lower
+    bound 0 (``nn.ReLU6`` included), in ``named_modules`` order, as ``(qualified_name, module)``."""
+    return [(n, m) for n, m in net.named_modules() if _rectifier_bound(m)[0]]
+
+
+@functools.lru_cache(maxsize=None)
+def _source_mentions_rectifier(fn: Callable) -> bool:
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+    return bool(_SOURCE_MENTION.search(src))
+
+
+def _may_call_functional_rectifier(m: nn.Module) -> bool:
+    """Whether ``m.forward`` (or a function stored on ``m``) mentions relu/relu6/hardtanh/clamp/clip.
+
+    A cheap static look used only to refuse networks that cannot hold a rectifier; the exit check
+    of :func:`backward_rule` catches the rest at run time.
+    """
+    if _source_mentions_rectifier(type(m).forward):
+        return True
+    for v in vars(m).values():
+        if callable(v) and not isinstance(v, (nn.Module, type)):
+            fn = getattr(v, "func", v)                     # functools.partial
+            if _SOURCE_MENTION.search(f"{getattr(fn, '__name__', '')}(") or \
+                    (inspect.isfunction(fn) and _source_mentions_rectifier(fn)):
+                return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Functional rectifiers: module attributes patched for the duration of each block. The wrappers
+# are built once, around the original functions, and read the rule from the innermost block.
+
+_ACTIVE: list["_Context"] = []  # stack of live contexts; functional calls use the innermost
+_SEEN = [0]                      # rectifier calls met inside any block (each block reads its delta)
+
+
+@dataclass
+class _Context:
+    rule: str
+    upper_gate: bool
+    stats: RuleStats
+
+    def apply(self, x: torch.Tensor, hi: float | None, inplace: bool) -> torch.Tensor:
+        self.stats.calls += 1
+        return _Rectifier.apply(x, hi, self.rule, inplace, self.upper_gate)
+
+
+def _route(input: Any, is_rectifier: bool, hi: float | None, inplace: bool) -> bool:
+    """Count a functional rectifier call; True when it must go through the rule's Function."""
+    if not _ACTIVE or not is_rectifier or not isinstance(input, torch.Tensor):
+        return False
+    _SEEN[0] += 1
+    return input.is_floating_point() and input.requires_grad and torch.is_grad_enabled()
+
+
+def _is_zero(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0
+
+
+def _is_pos(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+
+
+def _make_relu(orig: Callable, inplace: bool, hi: float | None = None) -> Callable:
+    """torch.relu(input), torch.relu_ (= F.relu_), Tensor.relu(_), torch._C._nn.relu6(_)."""
+    def relu(input, *args, **kwargs):
+        if _route(input, not args and not kwargs, hi, inplace):
+            return _ACTIVE[-1].apply(input, hi, inplace)
+        return orig(input, *args, **kwargs)
+    return functools.wraps(orig)(relu)
+
+
+def _make_hardtanh(orig: Callable, inplace: bool) -> Callable:
+    """torch._C._nn.hardtanh(_) (behind F.hardtanh, F.hardtanh_ and nn.Hardtanh/nn.ReLU6)."""
+    def hardtanh(input, min_val=-1.0, max_val=1.0, *args, **kwargs):
+        if _route(input, _is_zero(min_val) and _is_pos(max_val) and not args and not kwargs,
+                  max_val, inplace):
+            return _ACTIVE[-1].apply(input, float(max_val), inplace)
+        return orig(input, min_val, max_val, *args, **kwargs)
+    return functools.wraps(orig)(hardtanh)
+
+
+def _make_clamp(orig: Callable, inplace: bool, min_only: bool = False) -> Callable:
+    """torch.clamp / clip / clamp_min (and the Tensor methods): a rectifier iff min == 0."""
+    if min_only:
+        def clamp(input, min, *args, **kwargs):
+            if _route(input, _is_zero(min) and not args and not kwargs, None, inplace):
+                return _ACTIVE[-1].apply(input, None, inplace)
+            return orig(input, min, *args, **kwargs)
+    else:
+        def clamp(input, min=None, max=None, *args, **kwargs):
+            if _route(input, _is_zero(min) and _is_pos(max) and not args and not kwargs, max, inplace):
+                return _ACTIVE[-1].apply(input, None if max is None else float(max), inplace)
+            return orig(input, min, max, *args, **kwargs)
+    return functools.wraps(orig)(clamp)
+
+
+def _functional_patches() -> list[tuple[Any, str, Callable]]:
+    """(owner, attribute, replacement) for every functional rectifier we intercept.
+
+    Patched at the lowest Python-visible level, so each call is seen once: ``F.relu`` calls
+    ``torch.relu``/``torch.relu_``; ``F.relu6``, ``F.hardtanh`` and the ``nn.ReLU6``/``nn.Hardtanh``
+    modules call ``torch._C._nn.relu6``/``hardtanh`` (and their in-place forms), looked up at call
+    time. ``F.relu_`` and ``F.hardtanh_`` are the builtins themselves, patched under both names.
+    """
+    nn_c, tensor = torch._C._nn, torch.Tensor
+    specs: list[tuple[Any, str, Callable]] = []
+    for owner, name, inplace in ((torch, "relu", False), (torch, "relu_", True), (F, "relu_", True),
+                                 (tensor, "relu", False), (tensor, "relu_", True)):
+        specs.append((owner, name, _make_relu(getattr(owner, name), inplace)))
+    for name, inplace in (("relu6", False), ("relu6_", True)):
+        if hasattr(nn_c, name):
+            specs.append((nn_c, name, _make_relu(getattr(nn_c, name), inplace, hi=6.0)))
+    for owner, name, inplace in ((nn_c, "hardtanh", False), (nn_c, "hardtanh_", True), (F, "hardtanh_", True)):
+        specs.append((owner, name, _make_hardtanh(getattr(owner, name), inplace)))
+    for name, inplace in (("clamp", False), ("clip", False), ("clamp_", True), ("clip_", True)):
+        for owner in (torch, tensor):
+            if hasattr(owner, name):
+                specs.append((owner, name, _make_clamp(getattr(owner, name), inplace)))
+    for name, inplace in (("clamp_min", False), ("clamp_min_", True)):
+        for owner in (torch, tensor):
+            if hasattr(owner, name):
+                specs.append((owner, name, _make_clamp(getattr(owner, name), inplace, min_only=True)))
+    return specs
+
+
+_PATCHES = _functional_patches()  # built at import, around the unpatched functions
+
+
+@contextlib.contextmanager
+def _patched_functionals() -> Iterator[None]:
+    """Swap the functional rectifiers for rule-aware ones; restore exactly in ``finally``."""
+    saved: list[tuple[Any, str, bool, Any]] = []
+    try:
+        for owner, name, fn in _PATCHES:
+            had_own = name in vars(owner)
+            saved.append((owner, name, had_own, vars(owner).get(name)))
+            setattr(owner, name, fn)
+        yield
+    finally:
+        for owner, name, had_own, value in reversed(saved):
+            if had_own:
+                setattr(owner, name, value)
+            else:
+                delattr(owner, name)           # e.g. Tensor.relu, inherited from the C base
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iterator[RuleStats]:
+    """Back-propagate through every rectifier of ``net`` with ``rule`` inside the ``with`` block.
+
+    Sect. 4 of Simonyan et al. (2014): for :math:`X_{n+1} = \\max(X_n, 0)` the gradient is
+    :math:`\\partial f/\\partial X_n = \\partial f/\\partial X_{n+1} \\mathbf{1}(X_n > 0)` while the
+    DeconvNet computes :math:`R_n = R_{n+1} \\mathbf{1}(R_{n+1} > 0)`. Rules:
+
+    - ``"gradient"``: the true (sub-)gradient. Nothing is patched: autograd is left untouched,
+      so results are bit-identical to plain ``backward()``.
+    - ``"deconvnet"``: :math:`R_n = R_{n+1} \\mathbf{1}(R_{n+1} > 0)` (Zeiler & Fergus 2014).
+    - ``"guided"``: :math:`R_n = R_{n+1} \\mathbf{1}(R_{n+1} > 0)\\, g(X_n)`, :math:`g` the
+      gradient's own gate (Springenberg et al. 2015): both indicators.
+
+    Bounded rectifiers :math:`\\min(\\max(X, 0), h)` (``nn.ReLU6``, ``h = 6``, used in place by
+    EfficientNet-Lite): the gradient's gate is :math:`\\mathbf{1}(0 < X < h)`. Our rule for the
+    upper bound: ``"deconvnet"`` ignores it (by definition it does not consult the forward pass
+    at all), ``"guided"`` keeps it: guided back-propagation is "the gradient's gate AND the
+    DeconvNet's gate", and above :math:`h` the unit is as constant as below 0, so dropping the
+    upper half of the gradient's gate would make guided back-propagation pass signal through
+    units that the forward pass cut off. ``upper_gate=False`` drops it (guided then uses
+    :math:`\\mathbf{1}(X > 0)` only). Chapter 4 measures the difference: on EfficientNet-Lite0
+    about 1.5 % of ReLU6 inputs saturate, yet the two guided maps correlate only ~0.5 (dropping the
+    gate lets the signal through every saturated unit, and that compounds over 33 layers).
+
+    What is acted on:
+
+    - rectifier modules inside ``net``: ``nn.ReLU`` (also ``inplace=True``), ``nn.ReLU6`` and any
+      ``nn.Hardtanh`` with ``min_val == 0``. Their ``forward`` is replaced by an instance attribute
+      calling an ``autograd.Function`` with the rule's backward; in-place modules stay in place.
+    - functional calls made during the block: ``F.relu``, ``F.relu_``, ``F.relu6``,
+      ``F.hardtanh``/``hardtanh_`` with ``min_val == 0``, ``torch.relu``, ``torch.relu_``,
+      ``torch.clamp``/``clip``/``clamp_min`` (and their in-place and ``Tensor`` method forms)
+      with ``min == 0`` and ``max`` None or positive, when the input requires grad. These are
+      module-level patches of ``torch``, ``torch._C._nn``, ``torch.nn.functional`` and
+      ``torch.Tensor`` (see ``_functional_patches``): GLOBAL to the process for the duration of
+      the block (any model's call is affected) and NOT thread-safe. A builtin bound to another
+      name before the block (``from torch import relu``, ``self.act = torch.relu``) is not seen;
+      the Python wrappers ``F.relu``/``F.relu6``/``F.hardtanh`` are, even when stored.
+
+    Not rectifiers, left with their true gradient (a warning names them): SiLU, GELU, LeakyReLU,
+    ELU, Hardswish, ... Nested blocks work (last in, first out): the innermost rule is used for
+    functional calls. The rule is fixed when the forward pass runs: build the graph inside the
+    block (calling ``backward`` after leaving it is fine).
+
+    On exit, also on an exception, every forward, ``inplace`` flag and patched function is
+    restored exactly and the temporary forward pre-hook (counting network calls) is removed.
+
+    Args:
+        net: the network (not modified beyond the block).
+        rule: one of :data:`RULES`.
+        upper_gate: for ``"guided"`` on bounded rectifiers, keep the gate :math:`\\mathbf{1}(X<h)`.
+
+    Yields:
+        :class:`RuleStats`: the rectifier modules switched and the number of rectifier calls.
+
+    Raises:
+        TypeError: ``net`` is not an ``nn.Module``.
+        ValueError: unknown ``rule``; a network with no rectifier a rule can act on (neither a
+            rectifier module nor a functional rectifier in any ``forward`` source), or, on exit, a
+            block that ran the network without meeting a single rectifier (rule not applied).
+    """
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"backward_rule needs an nn.Module, got {type(net).__name__}")
+    if rule not in RULES:
+        raise ValueError(f"unknown backward rule {rule!r}; choose one of {RULES}")
+    stats = RuleStats(rule=rule)
+    if rule == "gradient":
+        yield stats
+        return
+
+    rectifiers = find_rectifiers(net)
+    if not rectifiers and not any(_may_call_functional_rectifier(m) for m in net.modules()):
+        raise ValueError(
+            f"backward rule {rule!r} cannot act on {type(net).__name__}: it has no rectifier "
+            "(no nn.ReLU / nn.ReLU6 / nn.Hardtanh(0, h) module and no relu/clamp call in any "
+            "forward); only rule='gradient' is defined for it")
+    others = sorted({type(m).__name__ for m in net.modules() if isinstance(m, _UNSUPPORTED_ACTIVATIONS)})
+    if others:
+        warnings.warn(f"backward_rule({rule!r}): {', '.join(others)} are not rectifiers; they keep "
+                      "their true gradient", stacklevel=3)
+
+    ctx = _Context(rule=rule, upper_gate=upper_gate, stats=stats)
+    saved_forwards: list[tuple[nn.Module, bool, Any]] = []
+    handle = None
+
+    def count_call(module: nn.Module, args: Any) -> None:
+        stats.net_calls += 1
+
+    failed = False
+    seen_at_entry = _SEEN[0]
+    with contextlib.ExitStack() as stack:
+        try:
+            for name, m in rectifiers:
+                saved_forwards.append((m, "forward" in vars(m), vars(m).get("forward")))
+                hi = _rectifier_bound(m)[1]
+
+                def forward(input: torch.Tensor, _m: nn.Module = m, _hi: float | None = hi) -> torch.Tensor:
+                    if isinstance(input, torch.Tensor) and input.is_floating_point() and \
+                            input.requires_grad and torch.is_grad_enabled():
+                        _SEEN[0] += 1
+                        return ctx.apply(input, _hi, bool(getattr(_m, "inplace", False)))
+                    return type(_m).forward(_m, input)  # counted by the patched F.relu/hardtanh
+
+                m.forward = forward
+                stats.modules.append(name)
+            handle = net.register_forward_pre_hook(count_call)
+            stack.enter_context(_patched_functionals())
+            _ACTIVE.append(ctx)
+            yield stats
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if _ACTIVE and _ACTIVE[-1] is ctx:
+                _ACTIVE.pop()
+            elif ctx in _ACTIVE:
+                _ACTIVE.remove(ctx)
+            stats.seen = _SEEN[0] - seen_at_entry
+            if handle is not None:
+                handle.remove()
+            for m, had_own, value in reversed(saved_forwards):
+                if had_own:
+                    m.forward = value
+                else:
+                    del m.forward
+    if not failed and stats.net_calls > 0 and stats.seen == 0:
+        raise ValueError(
+            f"backward rule {rule!r} was not applied: {type(net).__name__} ran {stats.net_calls} "
+            "time(s) in the block without calling a rectifier (ReLU/ReLU6/Hardtanh(0, h)/"
+            "clamp(min=0)); its backward pass is the plain gradient")
+
+
+# --- measurements for chapter 4 ---------------------------------------------------------------------
+
+
+def input_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | Sequence[int], rule: str = "gradient",
+                   **rule_kwargs: Any) -> torch.Tensor:
+    """:math:`\\partial S_c / \\partial x` back-propagated with ``rule``: ``(N, C, H, W)``, signed.
+
+    One forward and one backward pass for the whole batch: :math:`\\sum_n S_{c_n}(x_n)` is
+    differentiated, which gives each image its own derivative. ``net`` maps ``x`` to scores
+    ``(N, K)``; ``target`` holds one class per image. The model's parameters get no ``.grad``.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"x must be a (N, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    target = torch.as_tensor(target, device=x.device).reshape(-1)
+    if len(target) != len(x):
+        raise ValueError(f"target has {len(target)} classes for {len(x)} images")
+    xx = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), backward_rule(net, rule, **rule_kwargs):
+        scores = net(xx)
+        if scores.ndim != 2:
+            raise ValueError(f"the network returned scores of shape {tuple(scores.shape)}, expected (N, classes)")
+        if int(target.min()) < 0 or int(target.max()) >= scores.shape[1]:
+            raise ValueError(f"target {target.tolist()} out of range: the network has {scores.shape[1]} classes")
+        (g,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), xx)
+    return g
+
+
+def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two batches of maps, one value per map: ``(N, ...) -> (N,)``.
+
+    Used to measure class sensitivity: the correlation between the maps of two different
+    classes for the same image (1 = the map ignores the class).
+    """
+    if a.shape != b.shape or a.ndim < 2:
+        raise ValueError(f"maps must have the same shape (N, ...), got {tuple(a.shape)} and {tuple(b.shape)}")
+    a = a.flatten(1).double()
+    b = b.flatten(1).double()
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    den = (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-300)
+    return ((a * b).sum(1) / den).float()
+
+
+def class_sensitivity(clf: Any, images: Any, classes_a: Sequence[int], classes_b: Sequence[int],
+                      rules: Sequence[str] = RULES, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """How much a saliency map changes with the class, per backward rule.
+
+    For each rule, the saliency maps :math:`M` (Sect. 3.1: max over colour channels of
+    :math:`|\\partial S_c / \\partial I|`, centre crop) of image :math:`n` for class
+    ``classes_a[n]`` and for ``classes_b[n]``, and their Pearson correlation. Gradient maps of
+    two classes differ; DeconvNet and guided maps hardly do (chapter 4).
+
+    Returns:
+        rule -> ``(N,)`` correlations.
+    """
+    from .saliency import saliency
+
+    if len(classes_a) != len(classes_b):
+        raise ValueError(f"classes_a and classes_b must have one class per image, got {len(classes_a)} and {len(classes_b)}")
+    out = {}
+    for rule in rules:
+        ma = saliency(clf, images, list(classes_a), rule=rule, batch_size=batch_size)
+        mb = saliency(clf, images, list(classes_b), rule=rule, batch_size=batch_size)
+        out[rule] = map_correlation(ma, mb)
+    return out
+
+
+def bounded_rectifier_saturation(net: nn.Module, x: torch.Tensor) -> float:
+    """Fraction of the inputs of bounded rectifiers (``nn.ReLU6``, ``Hardtanh(0, h)``) that reach
+    the upper bound :math:`h`: where guided back-propagation's choice of ``upper_gate`` matters.
+
+    Temporary forward hooks, removed in ``finally``; no gradient is computed.
+    """
+    bounded = [m for _, m in find_rectifiers(net) if _rectifier_bound(m)[1] is not None]
+    if not bounded:
+        raise ValueError(f"{type(net).__name__} has no bounded rectifier (nn.ReLU6 / nn.Hardtanh(0, h))")
+    counts = [0, 0]
+
+    def hook(m: nn.Module, args: Any, y: torch.Tensor) -> None:
+        counts[0] += int((y >= _rectifier_bound(m)[1]).sum())   # in place: y is X clamped
+        counts[1] += y.numel()
+
+    handles = []
+    try:
+        handles = [m.register_forward_hook(hook) for m in bounded]
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return counts[0] / max(counts[1], 1)
