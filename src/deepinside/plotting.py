@@ -120,7 +120,279 @@ def predictions_figure(images: dict, predictions: list, cols: int = 4, size: flo
 # --- Fig. 2: saliency maps (saliency chapter) --------------------------------------------------
 
 
+def saliency_frame(clf, image: Image.Image, crops: str = "center") -> Image.Image:
+    """The part of ``image`` a saliency map of ``crops`` covers, at the map's resolution.
+
+    ``"center"``: the network's centre crop resized to ``clf.input_size`` (what
+    ``clf.preprocess`` feeds the network); ``"ten"``: the central square resized to
+    ``clf.resize_size``, the frame of the 10-crop map (:func:`deepinside.ten_crop_boxes`).
+    """
+    if crops == "center":
+        return clf.crop_and_resize(image)
+    from .saliency import _square_box
+
+    s = clf.resize_size
+    return image.convert("RGB").crop(_square_box(*image.size)).resize((s, s), clf.interpolation)
+
+
+def saliency_figure(
+    images: Sequence[object],
+    maps: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray],
+    titles: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    boxes: Sequence[Sequence[Sequence[float]]] | None = None,
+    ncols: int = 8,
+    size: float = 1.45,
+):
+    """Fig. 2 of the paper: a row of images over the row of their saliency maps.
+
+    Args:
+        images: N images (PIL, ``(3,H,W)`` tensors, arrays), each in its map's frame.
+        maps: ``(N, H, W)`` maps, or a list of K such stacks (K map rows under each image row,
+            e.g. centre crop and 10 crops).
+        titles: N titles over the images (e.g. the top-1 class names).
+        row_labels: labels of the 1 + K rows of a block (default ``image`` / ``saliency``).
+        boxes: optional boxes per image ``(x0, y0, x1, y1)`` in the frame's pixels, drawn on the
+            image and its maps.
+        ncols: images per block; N > ncols wraps into further blocks of 1 + K rows.
+    Maps are shown in grey, each scaled to its own maximum (white = most salient), as in the paper.
+    """
+    import matplotlib.pyplot as plt
+
+    stacks = [maps] if isinstance(maps, (torch.Tensor, np.ndarray)) else list(maps)
+    n, k = len(images), len(stacks)
+    if any(len(s) != n for s in stacks):
+        raise ValueError(f"{n} images but map stacks of lengths {[len(s) for s in stacks]}")
+    labels = list(row_labels) if row_labels else ["image"] + (["saliency"] if k == 1 else [f"map {j + 1}" for j in range(k)])
+    cols = min(ncols, n)
+    blocks = -(-n // cols)
+    fig, axes = plt.subplots(blocks * (1 + k), cols, figsize=(size * cols, size * blocks * (1 + k)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+    for i in range(n):
+        b, c = divmod(i, cols)
+        panels = [as_image_array(images[i])] + [as_image_array(s[i]) for s in stacks]
+        for r, img in enumerate(panels):
+            ax = axes[b * (1 + k) + r, c]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest",
+                      vmin=0 if img.ndim == 2 else None)
+            for box in (boxes[i] if boxes else ()):
+                draw_box(ax, box, lw=1.0)
+            if r == 0 and titles:
+                ax.set_title(titles[i], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(labels[r], fontsize=8)
+    fig.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2)
+    return fig
+
+
+def saliency_panel(clf, image: Image.Image, target=None, crops: str = "center", name: str | None = None):
+    """One image and the saliency map of one class (default: its top-1 class), side by side."""
+    from .saliency import saliency
+
+    maps, cls = saliency(clf, image, target=target, crops=crops, return_target=True)
+    c = int(cls[0])
+    label = f"{clf.class_names[c]} ({c})"
+    fig = saliency_figure([saliency_frame(clf, image, crops)], maps, size=2.6,
+                          titles=[f"{name + ': ' if name else ''}{label}"])
+    return fig
+
+
+def _class_options(clf) -> dict[str, int]:
+    """Unique, completable labels for the classes: the name, plus ``(index)`` when it repeats."""
+    counts: dict[str, int] = {}
+    for nm in clf.class_names:
+        counts[nm] = counts.get(nm, 0) + 1
+    return {(nm if counts[nm] == 1 else f"{nm} ({i})"): i for i, nm in enumerate(clf.class_names)}
+
+
+def saliency_explorer(clf, images: dict[str, Image.Image], crops: str = "center"):
+    """An ipywidgets control: pick an image (or upload one) and a class by name; the map updates.
+
+    Returns the widget (display it in a notebook). An empty class field means the top-1 class.
+    Needs a live kernel: in a static page the controls do nothing.
+    """
+    import io
+
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    from PIL import ImageOps
+
+    from .data import to_rgb
+
+    upload_key = "(uploaded file)"
+    pool = dict(images)
+    options = _class_options(clf)
+    pick = w.Dropdown(options=list(pool) + [upload_key], value=next(iter(pool)), description="image")
+    upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
+    cls = w.Combobox(options=list(options), placeholder="class name; empty = top-1", ensure_option=False,
+                     description="class")
+    which = w.ToggleButtons(options=[("centre crop", "center"), ("10 crops", "ten")], value=crops)
+    out = w.Output()
+
+    def draw(*_):
+        key, text = pick.value, cls.value.strip()
+        if text and text not in options:
+            return  # still typing: wait for a complete class name
+        with out:
+            out.clear_output(wait=True)
+            if key not in pool:
+                print("upload an image file to see its saliency map")
+                return
+            fig = saliency_panel(clf, pool[key], target=options[text] if text else None, crops=which.value,
+                                 name=key)
+            display(fig)
+            plt.close(fig)
+
+    def on_upload(change):
+        files = change["new"]
+        if not files:
+            return
+        f = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        try:
+            img = Image.open(io.BytesIO(bytes(f["content"])))
+            img.load()
+            pool[upload_key] = to_rgb(ImageOps.exif_transpose(img))
+        except Exception as e:  # noqa: BLE001 - any undecodable upload: tell the user
+            with out:
+                out.clear_output()
+                print(f"could not read {f.get('name', 'the file')} as an image: {e}")
+            return
+        if pick.value == upload_key:
+            draw()
+        else:
+            pick.value = upload_key
+
+    pick.observe(draw, "value")
+    cls.observe(draw, "value")
+    which.observe(draw, "value")
+    upload.observe(on_upload, "value")
+    draw()
+    return w.VBox([w.HBox([pick, upload]), w.HBox([cls, which]), out])
+
+
 # --- Fig. 3: localisation (localisation chapter) -----------------------------------------------
 
 
+def seed_overlay(fg_seeds: np.ndarray, bg_seeds: np.ndarray) -> np.ndarray:
+    """Fig. 3, right-middle: ``(H, W, 3)`` float RGB with the pixels used for the foreground colour
+    model blue, for the background model cyan, unused pixels red."""
+    fg, bg = np.asarray(fg_seeds, bool), np.asarray(bg_seeds, bool)
+    if fg.shape != bg.shape or fg.ndim != 2:
+        raise ValueError(f"seed masks must be two (H, W) arrays of one shape, got {fg.shape} and {bg.shape}")
+    out = np.zeros(fg.shape + (3,))
+    out[...] = (1.0, 0.0, 0.0)
+    out[bg] = (0.0, 1.0, 1.0)
+    out[fg] = (0.0, 0.0, 1.0)
+    return out
+
+
+def localisation_figure(
+    rows: Sequence[dict],
+    size: float = 2.2,
+):
+    """Fig. 3 of Simonyan et al. (2014): one row per image, four panels.
+
+    Each ``rows[r]`` is a dict with ``image`` (PIL or array), ``saliency`` ``(H, W)`` (the map of
+    the top-1 class on the image's pixels), ``fg_seeds`` / ``bg_seeds`` bool ``(H, W)`` (the
+    thresholded map), ``mask`` bool ``(H, W)``, optional ``box`` (ours, drawn lime), ``gt_boxes``
+    (ground truth, drawn dashed yellow) and ``title`` (e.g. the class name). Panels: the image;
+    the saliency map; the seeds (blue: foreground model, cyan: background model, red: unused);
+    the segmentation mask with its box.
+    """
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("localisation_figure() needs at least one row")
+    fig, axes = plt.subplots(len(rows), 4, figsize=(4 * size, size * len(rows)), squeeze=False)
+    heads = ["image", "saliency (top-1 class)", "thresholded map", "mask and box"]
+    for r, row in enumerate(rows):
+        sal = as_image_array(row["saliency"]).astype(float)
+        top = np.quantile(sal, 0.995) if sal.size else 1.0
+        panels = [as_image_array(row["image"]), np.clip(sal / (top if top > 0 else 1.0), 0, 1),
+                  seed_overlay(row["fg_seeds"], row["bg_seeds"]), np.asarray(row["mask"], float)]
+        for c, (ax, img) in enumerate(zip(axes[r], panels)):
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1 if img.ndim == 2 else None,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(heads[c], fontsize=9)
+        ax = axes[r, 3]
+        for g in row.get("gt_boxes") or ():
+            x0, y0, x1, y1 = g
+            ax.add_patch(patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="yellow",
+                                           linewidth=1.5, linestyle="--"))
+        if row.get("box") is not None:
+            draw_box(ax, row["box"], color="lime")
+        if row.get("title"):
+            axes[r, 0].set_ylabel(row["title"], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+
 # --- Sect. 4: backward rules (DeconvNet chapter) -----------------------------------------------
+
+
+def _rule_map_display(m: torch.Tensor | np.ndarray, q: float = 0.99) -> np.ndarray:
+    """A non-negative map scaled to [0, 1] by its own ``q``-quantile (clipped above)."""
+    a = np.asarray(as_image_array(m), dtype=np.float64)
+    top = np.quantile(a, q)
+    return np.clip(a / top, 0.0, 1.0) if top > 0 else np.zeros_like(a)
+
+
+def backward_rules_figure(
+    images: Sequence[object],
+    maps: dict[str, torch.Tensor | np.ndarray],
+    row_labels: Sequence[str] | None = None,
+    size: float = 1.9,
+):
+    """Sect. 4 side by side: each image (row) with its map under every backward rule (columns).
+
+    Args:
+        images: N images in the maps' frame (PIL, ``(3,H,W)`` tensors or arrays).
+        maps: rule name -> ``(N, H, W)`` non-negative maps (e.g. ``deepinside.saliency(...,
+            rule=rule)``), shown in grey, each scaled to its own 99th percentile.
+        row_labels: N labels (e.g. the class the maps are computed for).
+    """
+    rules = list(maps)
+    rows = [[images[i]] + [_rule_map_display(maps[r][i]) for r in rules] for i in range(len(images))]
+    titles = [["image"] + rules] + [[""] * (1 + len(rules))] * (len(images) - 1)
+    return image_grid(rows, titles=titles, row_labels=row_labels, size=size)
+
+
+def class_sensitivity_figure(
+    images: Sequence[object],
+    maps_a: dict[str, torch.Tensor | np.ndarray],
+    maps_b: dict[str, torch.Tensor | np.ndarray],
+    names_a: Sequence[str],
+    names_b: Sequence[str],
+    correlations: dict[str, torch.Tensor | np.ndarray] | None = None,
+    labels: tuple[str, str] = ("top-1", "other"),
+    size: float = 1.7,
+):
+    """Maps of the same image for two classes, per rule: two adjacent columns per rule.
+
+    Row ``i``: the image (labelled with both class names), then for each rule the map for
+    ``names_a[i]`` and for ``names_b[i]``; with ``correlations`` (rule -> ``(N,)``) the title of
+    the second map gives the correlation ``r`` of the pair. Maps as in :func:`backward_rules_figure`.
+    """
+    rules = list(maps_a)
+    rows, titles = [], []
+    for i in range(len(images)):
+        row, tit = [images[i]], ["image" if i == 0 else ""]
+        for r in rules:
+            row += [_rule_map_display(maps_a[r][i]), _rule_map_display(maps_b[r][i])]
+            corr = f"r = {float(correlations[r][i]):.2f}" if correlations is not None else ""
+            tit += [f"{r}, {labels[0]}" if i == 0 else "",
+                    (f"{r}, {labels[1]}" + (f"\n{corr}" if corr else "")) if i == 0 else corr]
+        rows.append(row)
+        titles.append(tit)
+    row_labels = [f"{labels[0]}: {a}\n{labels[1]}: {b}" for a, b in zip(names_a, names_b)]
+    return image_grid(rows, titles=titles, row_labels=row_labels, size=size)
