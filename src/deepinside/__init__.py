@@ -24,6 +24,10 @@ from typing import Any
 from .data import IlsvrcDataset, IlsvrcRecord, default_ilsvrc_root, load_image, sample_images, to_rgb
 from .models import (Classifier, WeightsUnavailableError, frozen, imagenet_labels, load_classifier,
                      resolve_device, seed_everything)
+# Eager where a function shares its module's name: importing the submodule first (e.g.
+# ``from deepinside.saliency import ...``) would otherwise leave ``di.saliency`` bound to the module.
+from .class_model import class_model
+from .saliency import saliency
 
 __version__ = "0.1.0"
 
@@ -32,6 +36,8 @@ _LAZY = {
     "saliency": "saliency",
     "ten_crop_boxes": "saliency",
     "saliency_to_image": "saliency",
+    "saliency_box_share": "saliency",
+    "saliency_cost": "saliency",
     "backward_rule": "backprop",
     "RULES": "backprop",
     "PaperConvNet": "deconvnet",

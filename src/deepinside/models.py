@@ -206,6 +206,9 @@ class Classifier:
                 return self._wnid_index[key]
             if key in self._name_index:
                 return self._name_index[key]
+            synonym_hits = [i for i, syn in enumerate(_synonyms()) if key in syn] if len(self.class_names) == 1000 else []
+            if synonym_hits:  # another synonym of the synset ("washing machine" -> "washer")
+                return synonym_hits[0]
             hits = [i for i, nm in enumerate(self.class_names) if nm.lower().startswith(key)]
             if len(hits) == 1:
                 return hits[0]
@@ -248,6 +251,20 @@ def accuracy(
     out = {f"top{k}": (h / max(1, len(images))).item() for k, h in zip(topk, hits)}
     out["n"] = len(images)
     return out
+
+
+def _synonyms() -> list[set[str]]:
+    """For each ImageNet class, the lower-cased synonyms of its WordNet synset (timm's list)."""
+    global _SYNONYMS
+    if _SYNONYMS is None:
+        from timm.data import ImageNetInfo
+
+        info = ImageNetInfo()
+        _SYNONYMS = [{w.strip().lower() for w in info.index_to_description(i).split(",")} for i in range(1000)]
+    return _SYNONYMS
+
+
+_SYNONYMS: list[set[str]] | None = None
 
 
 def _close_names(key: str, names: Sequence[str]) -> list[str]:

@@ -117,6 +117,66 @@ def predictions_figure(images: dict, predictions: list, cols: int = 4, size: flo
 # --- Fig. 1: class models (class_model chapter) -----------------------------------------------
 
 
+def stretch(image: torch.Tensor, q: float = 0.005) -> torch.Tensor:
+    """Contrast-stretch a ``(3, H, W)`` image in [0, 1] to its ``q``/``1-q`` quantiles (display only)."""
+    lo, hi = torch.quantile(image.flatten(), torch.tensor([q, 1 - q], dtype=image.dtype))
+    return ((image - lo) / (hi - lo).clamp(min=1e-8)).clamp(0, 1)
+
+
+def class_models_figure(images: torch.Tensor, names: Sequence[str], cols: int = 6, size: float = 2.0,
+                        contrast: bool = True):
+    """Fig. 1 layout: class model images in a grid, the class name under each.
+
+    Args:
+        images: ``(K, 3, H, W)`` in [0, 1] (``ClassModelResult.images``).
+        names: K captions.
+        contrast: stretch each image to its 0.5 %/99.5 % quantiles for display (say so in captions).
+    """
+    import matplotlib.pyplot as plt
+
+    k = len(images)
+    rows = (k + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * 1.12 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(k):
+        img = stretch(images[i].detach().cpu()) if contrast else images[i].detach().cpu()
+        ax = axes[i // cols, i % cols]
+        ax.imshow(as_image_array(img))
+        ax.set_title(names[i], fontsize=9, y=-0.14)
+    fig.tight_layout()
+    return fig
+
+
+def objective_curves_figure(results: dict, names: Sequence[str]):
+    """Score vs. posterior objective: S_c, the other classes' mean and max score, and P_c over steps.
+
+    Args:
+        results: objective name -> ``ClassModelResult`` (same classes, same settings otherwise).
+        names: class names, one column each.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 5.2), squeeze=False, sharex=True)
+    styles = {"score": "-", "posterior": "--"}
+    for j, nm in enumerate(names):
+        for obj, r in results.items():
+            ls = styles.get(obj, ":")
+            axes[0, j].plot(r.scores[:, j], "tab:blue", ls=ls, label=f"$S_c$ ({obj})")
+            axes[0, j].plot(r.others_max[:, j], "tab:red", ls=ls, label=f"max other ({obj})")
+            axes[0, j].plot(r.others_mean[:, j], "tab:gray", ls=ls, label=f"mean other ({obj})")
+            axes[1, j].plot(r.posteriors[:, j], "tab:green", ls=ls, label=f"$P_c$ ({obj})")
+        axes[0, j].set_title(nm, fontsize=10)
+        axes[1, j].set_xlabel("step")
+        axes[1, j].set_ylim(-0.02, 1.02)
+    axes[0, 0].set_ylabel("class score")
+    axes[1, 0].set_ylabel("posterior")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    axes[1, -1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 # --- Fig. 2: saliency maps (saliency chapter) --------------------------------------------------
 
 
@@ -143,6 +203,7 @@ def saliency_figure(
     boxes: Sequence[Sequence[Sequence[float]]] | None = None,
     ncols: int = 8,
     size: float = 1.45,
+    clip: float | None = 99.0,
 ):
     """Fig. 2 of the paper: a row of images over the row of their saliency maps.
 
@@ -155,7 +216,9 @@ def saliency_figure(
         boxes: optional boxes per image ``(x0, y0, x1, y1)`` in the frame's pixels, drawn on the
             image and its maps.
         ncols: images per block; N > ncols wraps into further blocks of 1 + K rows.
-    Maps are shown in grey, each scaled to its own maximum (white = most salient), as in the paper.
+        clip: maps are shown in grey from 0 (black) to this percentile of their own values (white;
+            ``None``: their maximum). Gradient maps are heavy-tailed: scaled to the maximum, a few
+            pixels would be white and the rest black.
     """
     import matplotlib.pyplot as plt
 
@@ -177,8 +240,10 @@ def saliency_figure(
         panels = [as_image_array(images[i])] + [as_image_array(s[i]) for s in stacks]
         for r, img in enumerate(panels):
             ax = axes[b * (1 + k) + r, c]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest",
-                      vmin=0 if img.ndim == 2 else None)
+            grey = img.ndim == 2
+            vmax = float(np.percentile(img, clip)) if grey and clip is not None else None
+            ax.imshow(img, cmap="gray" if grey else None, interpolation="antialiased",
+                      vmin=0 if grey else None, vmax=vmax or None)
             for box in (boxes[i] if boxes else ()):
                 draw_box(ax, box, lw=1.0)
             if r == 0 and titles:
@@ -209,11 +274,13 @@ def _class_options(clf) -> dict[str, int]:
     return {(nm if counts[nm] == 1 else f"{nm} ({i})"): i for i, nm in enumerate(clf.class_names)}
 
 
-def saliency_explorer(clf, images: dict[str, Image.Image], crops: str = "center"):
+def saliency_explorer(clf, images: dict[str, Image.Image], crops: str = "center", initial: bool = True):
     """An ipywidgets control: pick an image (or upload one) and a class by name; the map updates.
 
     Returns the widget (display it in a notebook). An empty class field means the top-1 class.
-    Needs a live kernel: in a static page the controls do nothing.
+    Needs a live kernel: in a static page the controls do nothing. With ``initial=False`` the
+    output area starts with a hint instead of the first image's map (for pages that show the
+    default state as a plain figure, :func:`saliency_panel`).
     """
     import io
 
@@ -271,7 +338,11 @@ def saliency_explorer(clf, images: dict[str, Image.Image], crops: str = "center"
     cls.observe(draw, "value")
     which.observe(draw, "value")
     upload.observe(on_upload, "value")
-    draw()
+    if initial:
+        draw()
+    else:
+        with out:
+            print("change the image, the class or the crops: the map appears here")
     return w.VBox([w.HBox([pick, upload]), w.HBox([cls, which]), out])
 
 
@@ -289,6 +360,16 @@ def seed_overlay(fg_seeds: np.ndarray, bg_seeds: np.ndarray) -> np.ndarray:
     out[bg] = (0.0, 1.0, 1.0)
     out[fg] = (0.0, 0.0, 1.0)
     return out
+
+
+def localisation_row(image, details, gt_boxes: Sequence[Sequence[float]] | None = None,
+                     class_names: Sequence[str] | None = None) -> dict:
+    """One row of :func:`localisation_figure` from a
+    :class:`~deepinside.localisation.LocalisationDetails` (what ``localise_details`` returns)."""
+    seg, det = details.segmentation, details.detection
+    title = class_names[det.class_index] if class_names is not None else f"class {det.class_index}"
+    return {"image": image, "saliency": details.saliency, "fg_seeds": seg.fg_seeds, "bg_seeds": seg.bg_seeds,
+            "mask": seg.mask, "box": det.box, "gt_boxes": gt_boxes, "title": title}
 
 
 def localisation_figure(

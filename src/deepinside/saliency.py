@@ -1,0 +1,513 @@
+"""Image-specific class saliency maps (Simonyan et al. 2014, Sect. 3.1, eq. 4, Fig. 2).
+
+Around an image :math:`I_0` the class score is approximated by its first-order Taylor expansion
+(Sect. 3, eq. 3), :math:`S_c(I) \\approx w^T I + b`, with
+
+.. math:: w = \\left.\\frac{\\partial S_c}{\\partial I}\\right|_{I_0}   \\qquad (4)
+
+and the saliency of pixel :math:`(i, j)` is the largest magnitude of :math:`w` over the colour
+channels, :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|` (Sect. 3.1). :math:`S_c` is the *unnormalised*
+class score (the logit), not the softmax posterior. :math:`w` comes from a single
+back-propagation pass; here one pass serves a whole chunk of images, because
+:math:`\\partial \\sum_n S_{c_n}(I_n) / \\partial I_m = \\partial S_{c_m}(I_m) / \\partial I_m`
+when the network treats the images of a batch independently (eval mode: no batch statistics).
+
+**Which input.** :math:`w` is taken with respect to the network's input, i.e. the *normalised*
+image ``x = (rgb01 - mean) / std`` — as in the paper, whose ConvNet input is the mean-subtracted
+image. Since ``x`` is an affine per-channel function of the [0, 1] pixels,
+:math:`\\partial S / \\partial\\, rgb01_c = (\\partial S / \\partial x_c) / std_c`. With the
+TensorFlow preprocessing of the default model, ``std = 128/255`` on all three channels, so the map
+with respect to [0, 1] pixels is this map times the constant ``255/128``: same picture, same
+ranking of pixels. For models with ImageNet mean/std (a different ``std`` per channel) the two
+differ slightly (the channel maximum can pick a different channel); we return the one with
+respect to the network input.
+
+**Ten crops.** "Similarly to the ConvNet classification procedure [Krizhevsky et al. 2012], where
+the class predictions are computed on 10 cropped and reflected sub-images, we computed 10
+saliency maps on the 10 sub-images, and then averaged them" (Sect. 3.1). The crops follow that
+convention (AlexNet / cuda-convnet): the central square of the image (side = the shorter side) is
+resized to ``clf.resize_size`` (256), which equals resizing the shorter side to 256 and cutting the
+central 256 x 256 square; from it the four corner crops and the centre crop of side
+``clf.input_size`` (224) are taken, plus their horizontal flips. Each crop's map is un-flipped,
+put back where the crop came from, and the maps are averaged over the crops covering each pixel.
+The output frame of ``crops="ten"`` is that resized central square; of ``crops="center"`` the
+network's centre crop (:meth:`Classifier.center_crop_box`). :func:`saliency_to_image` maps either
+back onto the original image's pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .models import Classifier, frozen
+
+__all__ = ["saliency", "ten_crop_boxes", "saliency_to_image", "saliency_box_share", "box_share", "saliency_cost",
+           "CROPS", "SALIENCY_RULES"]
+
+#: Accepted values of ``crops``.
+CROPS = ("center", "ten")
+#: Accepted values of ``rule`` (Sect. 4: plain gradient, DeconvNet, guided backpropagation).
+SALIENCY_RULES = ("gradient", "deconvnet", "guided")
+
+Target = int | str | Sequence[int | str] | np.ndarray | torch.Tensor | None
+
+
+# -- geometry ------------------------------------------------------------------------------------
+
+
+def ten_crop_boxes(clf: Classifier) -> list[tuple[int, int, int, int, bool]]:
+    """The 10 sub-images of the paper's 10-crop averaging, in the resized central square.
+
+    Returns ``[(x0, y0, x1, y1, flipped), ...]`` (pixels, half-open) in the frame of the central
+    square resized to ``S = clf.resize_size``: the top-left, top-right, bottom-left, bottom-right
+    and centre crops of side ``C = clf.input_size``, then the same five horizontally flipped
+    (Krizhevsky et al. 2012; Simonyan et al. 2014, Sect. 3.1). Every pixel of the ``S x S``
+    square is covered by at least one crop as long as ``C >= S / 2``.
+    """
+    s, c = clf.resize_size, clf.input_size
+    if c > s:
+        raise ValueError(f"input_size {c} is larger than resize_size {s}: cannot cut 10 crops")
+    o = (s - c + 1) // 2
+    five = [(0, 0, c, c), (s - c, 0, s, c), (0, s - c, c, s), (s - c, s - c, s, s), (o, o, o + c, o + c)]
+    return [(*b, False) for b in five] + [(*b, True) for b in five]
+
+
+def _square_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """Central square of an image, side ``min(width, height)``, centred like the centre crop."""
+    side = min(width, height)
+    x0, y0 = (width - side + 1) // 2, (height - side + 1) // 2
+    return x0, y0, x0 + side, y0 + side
+
+
+def _coverage(clf: Classifier, device: torch.device) -> torch.Tensor:
+    """``(S, S)`` number of the 10 crops covering each pixel of the square."""
+    s = clf.resize_size
+    cnt = torch.zeros(s, s, device=device)
+    for x0, y0, x1, y1, _ in ten_crop_boxes(clf):
+        cnt[y0:y1, x0:x1] += 1
+    if (cnt == 0).any():
+        raise ValueError(f"the 10 crops of side {clf.input_size} do not cover the {s}x{s} square")
+    return cnt
+
+
+# -- input checks ----------------------------------------------------------------------------------
+
+
+def _as_images(images: object) -> list[Image.Image] | torch.Tensor:
+    if isinstance(images, Image.Image):
+        return [images]
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"saliency() expects a normalised tensor of shape (N, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("saliency() got an empty batch (N = 0)")
+        if not images.is_floating_point():
+            raise TypeError(f"saliency() expects a float tensor (the normalised network input), got {images.dtype}")
+        # one reduction first (NaN and inf propagate through a sum); the elementwise check only
+        # when it fails (or overflows), for a precise answer: 20x cheaper on a clean batch
+        if not torch.isfinite(images.sum()) and not torch.isfinite(images).all():
+            raise ValueError("saliency() got an input tensor with NaN or infinite values")
+        return images
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("saliency() got an empty list of images")
+        for i, im in enumerate(images):
+            if not isinstance(im, Image.Image):
+                raise TypeError(f"saliency(): images[{i}] is a {type(im).__name__}, expected a PIL image "
+                                f"(or pass one normalised (N, 3, H, W) tensor)")
+        return list(images)
+    raise TypeError(f"saliency() expects a PIL image, a list of PIL images or a normalised (N, 3, H, W) "
+                    f"tensor, got {type(images).__name__}")
+
+
+def _targets(clf: Classifier, target: Target, n: int) -> torch.Tensor | None:
+    """``target`` -> ``(n,)`` long tensor of class indices (None stays None = top-1)."""
+    if target is None:
+        return None
+    if isinstance(target, torch.Tensor):
+        if target.ndim == 0:
+            target = target.item()
+        else:
+            if target.ndim != 1:
+                raise ValueError(f"target tensor must be 1-D (one class per image), got shape {tuple(target.shape)}")
+            target = target.tolist()
+    elif isinstance(target, np.ndarray):
+        target = target.item() if target.ndim == 0 else target.tolist()
+    if isinstance(target, (str, int, np.integer)) and not isinstance(target, (bool, np.bool_)):
+        idx = [clf.class_index(target)] * n
+    elif isinstance(target, (list, tuple)):
+        if len(target) != n:
+            raise ValueError(f"target has {len(target)} classes but there are {n} images: give one class per image, "
+                             f"a single class for all, or None for the top-1 class of each")
+        idx = [clf.class_index(t.item() if isinstance(t, (torch.Tensor, np.ndarray)) else t) for t in target]
+    else:
+        raise TypeError(f"target must be None, a class (int index, WordNet id or name) or one class per image, "
+                        f"not {type(target).__name__}")
+    return torch.tensor(idx, dtype=torch.long, device=clf.device)
+
+
+# -- the backward pass -----------------------------------------------------------------------------
+
+
+def _frozen(net: torch.nn.Module):
+    """:func:`deepinside.models.frozen`, skipped when it would change nothing (eval mode, no
+    parameter requiring grad: the state :func:`load_classifier` leaves), which saves its ~8 ms."""
+    if any(m.training for m in net.modules()) or any(p.requires_grad for p in net.parameters()):
+        return frozen(net)
+    return contextlib.nullcontext(net)
+
+
+def _rule_context(clf: Classifier, rule: str):
+    if rule == "gradient":
+        return contextlib.nullcontext()
+    from .backprop import backward_rule  # lazy: Sect. 4 lives in its own module
+
+    return backward_rule(clf.net, rule)
+
+
+def _saliency_batch(clf: Classifier, x: torch.Tensor, target: torch.Tensor | None,
+                    group: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward + one backward pass for a chunk: eq. 4 and the channel maximum.
+
+    Args:
+        x: ``(B, 3, H, W)`` normalised input (not modified; a leaf copy gets the gradient).
+        target: ``(B,)`` class per row, or None: the top-1 class of the scores averaged over
+            consecutive groups of ``group`` rows (``group = 10`` for the 10 crops of an image).
+
+    Returns:
+        ``M`` ``(B, H, W)`` = max over channels of ``|dS_c/dx|``, and the classes used ``(B,)``.
+    """
+    xg = x.detach().requires_grad_(True)
+    scores = clf.net(xg)
+    if scores.ndim != 2 or scores.shape[0] != x.shape[0]:
+        raise ValueError(f"the network returned scores of shape {tuple(scores.shape)}, expected ({x.shape[0]}, classes)")
+    if target is None:
+        with torch.no_grad():
+            avg = scores.detach().view(-1, group, scores.shape[1]).mean(1)
+            target = avg.argmax(1).repeat_interleave(group)
+    elif int(target.max()) >= scores.shape[1]:
+        raise ValueError(f"target class {int(target.max())} is out of range: the network has {scores.shape[1]} outputs")
+    # sum_n S_{c_n}(x_n): one backward gives each image's own derivative (eq. 4)
+    total = scores.gather(1, target[:, None]).sum()
+    (w,) = torch.autograd.grad(total, xg)
+    return w.abs_().amax(dim=1), target  # w is ours: abs in place saves a copy
+
+
+# -- public API ------------------------------------------------------------------------------------
+
+
+def saliency(
+    clf: Classifier,
+    images: Image.Image | Sequence[Image.Image] | torch.Tensor,
+    target: Target = None,
+    crops: str = "center",
+    rule: str = "gradient",
+    batch_size: int = 32,
+    return_target: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Image-specific class saliency maps :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|` (Sect. 3.1).
+
+    :math:`w = \\partial S_c / \\partial I |_{I_0}` (eq. 4) is the derivative of the unnormalised
+    class score (logit) with respect to the network input (the normalised image, see the module
+    docstring), found by one back-propagation pass per chunk of ``batch_size`` images or crops.
+
+    Args:
+        clf: the classifier (network + preprocessing).
+        images: a PIL image, a list of PIL images, or an already normalised ``(N, 3, H, W)``
+            tensor (e.g. from ``clf.preprocess``), which is used as is (``crops`` must then be
+            ``"center"``; the caller's tensor is not modified).
+        target: None = the top-1 class of each image (for ``crops="ten"``: of the scores averaged
+            over the 10 crops, as in the paper's classification); one class (int index, WordNet
+            id or name) for all images; or a sequence/1-D tensor with one class per image.
+        crops: ``"center"``: the network's centre crop, output ``(N, input_size, input_size)``
+            (or ``(N, H, W)`` for a tensor input); ``"ten"``: the paper's 10-crop average,
+            output ``(N, resize_size, resize_size)`` in the frame of the resized central square
+            (see :func:`ten_crop_boxes`).
+        rule: ``"gradient"`` (eq. 4), or ``"deconvnet"`` / ``"guided"``: the same pass with the
+            rectifiers' backward rule replaced (Sect. 4, :func:`deepinside.backward_rule`).
+        batch_size: images (or crops) per forward/backward pass; bounds the memory. For
+            ``crops="ten"`` chunks hold whole images (``10 * (batch_size // 10)`` crops) when
+            ``batch_size >= 10``; below that, ``target=None`` costs one extra forward pass.
+        return_target: also return the class of each map (useful with ``target=None``).
+
+    Returns:
+        ``(N, H, W)`` float tensor, ``>= 0``, on ``clf.device``, detached; with
+        ``return_target``, the pair ``(maps, classes)`` with ``classes`` an ``(N,)`` long tensor.
+        The model's state (mode, ``requires_grad``, hooks) is unchanged.
+
+    Raises:
+        ValueError: NaN/inf or wrongly shaped input tensor, empty input, unknown or out-of-range
+            class, a target list whose length is not the number of images, unknown ``crops`` or
+            ``rule``, a tensor input with ``crops="ten"``.
+        TypeError: inputs of the wrong type.
+    """
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
+    if rule not in SALIENCY_RULES:
+        raise ValueError(f"rule must be one of {SALIENCY_RULES}, got {rule!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    imgs = _as_images(images)
+    n = len(imgs)
+    tgt = _targets(clf, target, n)
+    if isinstance(imgs, torch.Tensor) and crops != "center":
+        raise ValueError("a preprocessed tensor has already been cropped: use crops='center' with tensor input, "
+                         "or pass PIL images for crops='ten'")
+    with _frozen(clf.net), torch.enable_grad(), _rule_context(clf, rule):
+        maps, classes = (_center if crops == "center" else _ten)(clf, imgs, tgt, batch_size)
+    return (maps, classes) if return_target else maps
+
+
+def _center(clf: Classifier, imgs: list[Image.Image] | torch.Tensor, tgt: torch.Tensor | None,
+            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    out, classes = [], []
+    for i in range(0, len(imgs), batch_size):
+        part = imgs[i:i + batch_size]
+        x = part.to(clf.device) if isinstance(part, torch.Tensor) else clf.preprocess(part)
+        m, c = _saliency_batch(clf, x, None if tgt is None else tgt[i:i + batch_size])
+        out.append(m)
+        classes.append(c)
+    return torch.cat(out), torch.cat(classes)
+
+
+def _squares(clf: Classifier, imgs: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL images -> ``(n, 3, S, S)`` normalised central squares resized to ``S = resize_size``."""
+    s = clf.resize_size
+    sq = [im.convert("RGB").crop(_square_box(*im.size)).resize((s, s), clf.interpolation) for im in imgs]
+    return clf.normalize(clf.to_tensor01(sq))
+
+
+def _crop_batch(squares: torch.Tensor, boxes: list[tuple[int, int, int, int, bool]]) -> torch.Tensor:
+    """``(n, 3, S, S)`` squares -> ``(10 n, 3, C, C)`` crops, image-major (crop j of image i at 10 i + j).
+
+    The crops are stacked channels-last (``(B, C, C, 3)`` memory, viewed as ``(B, 3, C, C)``), the
+    layout :meth:`Classifier.preprocess` produces: convolutions on CPU run ~15 % faster in it, and
+    the centre crop then goes through the same kernels as with ``crops="center"``.
+    """
+    crops = []
+    for sq in squares:
+        hwc = sq.permute(1, 2, 0)
+        for x0, y0, x1, y1, fl in boxes:
+            c = hwc[y0:y1, x0:x1]
+            crops.append(c.flip(1) if fl else c)
+    return torch.stack(crops).permute(0, 3, 1, 2)
+
+
+def _ten(clf: Classifier, imgs: list[Image.Image], tgt: torch.Tensor | None,
+         batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    boxes = ten_crop_boxes(clf)
+    k = len(boxes)
+    s = clf.resize_size
+    cover = _coverage(clf, clf.device)
+    n = len(imgs)
+    if tgt is None and batch_size < k:
+        # chunks cannot hold all crops of an image: classify first (one extra forward pass)
+        tgt = torch.cat([clf.scores(_crop_batch(_squares(clf, [im]), boxes)).mean(0).argmax()[None] for im in imgs])
+    per = max(1, batch_size // k)  # whole images per chunk
+    out = torch.zeros(n, s, s, device=clf.device)
+    classes = []
+    for i in range(0, n, per):
+        crops = _crop_batch(_squares(clf, imgs[i:i + per]), boxes)
+        t = None if tgt is None else tgt[i:i + per].repeat_interleave(k)
+        parts = [_saliency_batch(clf, crops[j:j + batch_size], None if t is None else t[j:j + batch_size], group=k)
+                 for j in range(0, len(crops), batch_size)]
+        maps = torch.cat([p[0] for p in parts])
+        classes.append(torch.cat([p[1] for p in parts])[::k])
+        for r, m in enumerate(maps):
+            x0, y0, x1, y1, fl = boxes[r % k]
+            out[i + r // k, y0:y1, x0:x1] += m.flip(-1) if fl else m
+    return out / cover, torch.cat(classes)
+
+
+def saliency_to_image(
+    maps: torch.Tensor | np.ndarray,
+    image_size: tuple[int, int] | Image.Image,
+    clf: Classifier,
+    crops: str = "center",
+) -> torch.Tensor | np.ndarray:
+    """Put saliency maps back onto the original image's pixels.
+
+    The frame of ``crops="center"`` maps is the centre crop :meth:`Classifier.center_crop_box`
+    of the original image; the frame of ``crops="ten"`` maps is the central square of side
+    ``min(W, H)``. The map is resized into that box with bilinear interpolation
+    (``align_corners=False``, i.e. pixel centres aligned); pixels of the original image outside
+    the box get saliency 0 (the network never saw them).
+
+    Args:
+        maps: ``(h, w)`` or ``(N, h, w)`` maps (tensor or numpy array).
+        image_size: ``(W, H)`` of the original image (PIL's ``image.size``), or the PIL image.
+        clf: the classifier that produced the maps (its crop geometry).
+        crops: the ``crops`` the maps were computed with.
+
+    Returns:
+        ``(H, W)`` or ``(N, H, W)``, same type (tensor on the same device, or numpy) as ``maps``.
+    """
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
+    if isinstance(image_size, Image.Image):
+        image_size = image_size.size
+    try:
+        width, height = (int(v) for v in image_size)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"image_size must be (W, H) or a PIL image, got {image_size!r}") from e
+    if width < 1 or height < 1:
+        raise ValueError(f"image_size must be positive, got {(width, height)}")
+    is_np = isinstance(maps, np.ndarray)
+    m = torch.from_numpy(np.asarray(maps, dtype=np.float32)) if is_np else maps
+    if not isinstance(m, torch.Tensor) or m.ndim not in (2, 3):
+        raise ValueError(f"maps must be an (h, w) or (N, h, w) tensor/array, got "
+                         f"{tuple(m.shape) if hasattr(m, 'shape') else type(maps).__name__}")
+    single = m.ndim == 2
+    m3 = m[None] if single else m
+    x0, y0, x1, y1 = clf.center_crop_box(width, height) if crops == "center" else _square_box(width, height)
+    inside = F.interpolate(m3[:, None].float(), size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[:, 0]
+    full = torch.zeros(m3.shape[0], height, width, dtype=inside.dtype, device=m3.device)
+    full[:, y0:y1, x0:x1] = inside
+    full = full[0] if single else full
+    return full.cpu().numpy() if is_np else full
+
+
+# -- where the saliency lies -----------------------------------------------------------------------
+
+Box = tuple[float, float, float, float]
+
+
+def _box_mask(boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool: pixels inside the union of half-open boxes ``(x0, y0, x1, y1)``."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[max(0, int(round(y0))):max(0, int(round(y1))), max(0, int(round(x0))):max(0, int(round(x1)))] = True
+    return mask
+
+
+def box_share(full_map: np.ndarray | torch.Tensor, boxes: Sequence[Box]) -> float:
+    """Share of a map's total saliency inside the union of ``boxes``: ``sum_{in} M / sum M``.
+
+    Args:
+        full_map: ``(H, W)`` non-negative map on the original image's pixels
+            (:func:`saliency_to_image`).
+        boxes: ``(x0, y0, x1, y1)`` half-open boxes in the same pixels (e.g. ILSVRC ground truth).
+
+    Returns:
+        A number in [0, 1] (NaN for an all-zero map).
+    """
+    m = full_map.detach().float().cpu().numpy() if isinstance(full_map, torch.Tensor) else np.asarray(full_map, float)
+    if m.ndim != 2:
+        raise ValueError(f"full_map must be (H, W), got shape {m.shape}")
+    if (m < 0).any() or not np.isfinite(m).all():
+        raise ValueError("full_map must be finite and non-negative (a saliency map)")
+    total = float(m.sum())
+    return float(m[_box_mask(boxes, *m.shape)].sum()) / total if total > 0 else float("nan")
+
+
+def saliency_box_share(
+    clf: Classifier,
+    images: Sequence[Image.Image],
+    boxes: Sequence[Sequence[Box]],
+    crops: str = "center",
+    target: Target = None,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """How much of each image's saliency (Sect. 3.1) falls inside its ground-truth boxes.
+
+    For each image, the map of ``crops`` is put on the original pixels
+    (:func:`saliency_to_image`, zero outside the frame the network saw) and :func:`box_share`
+    (the share of the saliency mass :math:`\\sum M_{ij}` inside the union of the boxes) is taken.
+
+    Args:
+        images: N PIL images (any sizes).
+        boxes: for each image, its boxes ``(x0, y0, x1, y1)`` in original pixels.
+        crops, target, batch_size: as in :func:`saliency`; ``target`` None = top-1 class.
+
+    Returns:
+        ``(N,)`` float arrays:
+
+        - ``"share"``: share of the map's mass inside the boxes;
+        - ``"uniform"``: the same for a uniform map over the map's frame (the boxes' area in the
+          frame over the frame's area): what a map knowing nothing about the object gets;
+        - ``"share_center"``: ``"share"`` of the map restricted to the centre-crop box, the region
+          both ``crops`` settings cover (equal to ``"share"`` for ``crops="center"``);
+        - ``"outside_center"``: share of the map's mass outside the centre-crop box (0 for
+          ``crops="center"``).
+    """
+    from ._progress import progress
+
+    images = list(images)
+    if len(boxes) != len(images):
+        raise ValueError(f"got {len(boxes)} box lists for {len(images)} images: give one list of boxes per image")
+    tgt = _targets(clf, target, len(images))
+    step = max(1, batch_size // 10) if crops == "ten" else batch_size
+    keys = ("share", "uniform", "share_center", "outside_center")
+    res: dict[str, list[float]] = {k: [] for k in keys}
+    for i in progress(range(0, len(images), step), desc=f"saliency ({crops})", total=-(-len(images) // step)):
+        part = images[i:i + step]
+        maps = saliency(clf, part, None if tgt is None else tgt[i:i + step], crops=crops, batch_size=batch_size)
+        for im, m, bx in zip(part, maps, boxes[i:i + step]):
+            full = saliency_to_image(m, im.size, clf, crops)
+            x0, y0, x1, y1 = clf.center_crop_box(*im.size)
+            inner = torch.zeros_like(full)
+            inner[y0:y1, x0:x1] = full[y0:y1, x0:x1]
+            res["share"].append(box_share(full, bx))
+            res["uniform"].append(box_share(saliency_to_image(torch.ones_like(m), im.size, clf, crops), bx))
+            res["share_center"].append(box_share(inner, bx))
+            res["outside_center"].append(1.0 - float(inner.sum() / full.sum()))
+    return {k: np.array(v) for k, v in res.items()}
+
+
+# -- cost ------------------------------------------------------------------------------------------
+
+
+def saliency_cost(clf: Classifier, images: Sequence[Image.Image], repeats: int = 3,
+                  threads: int | None = 1) -> dict[str, float]:
+    """Measure the paper's cost claim: "the computation of the image-specific saliency map for a
+    single class is extremely quick, since it only requires a single back-propagation pass"
+    (Sect. 3.1).
+
+    Times, interleaved, the fastest of ``repeats`` runs of: a forward pass of the N images in
+    one batch (``clf.scores``), their centre-crop maps from the preprocessed tensor (one forward
+    and one backward pass), their centre-crop maps from PIL (preprocessing included), and the
+    10-crop map of the first image from PIL (one batch of 10 crops when N = 10).
+
+    Args:
+        images: N PIL images (N = 10 makes every call one batch of 10 network passes).
+        threads: torch threads during the timing (restored afterwards); 1 gives stable timings on
+            a shared machine, where descheduled OpenMP threads make multi-threaded times bimodal.
+            None: leave as is.
+
+    Returns:
+        Seconds per image: ``"forward"``, ``"map"``, ``"map_pil"``, ``"map_ten"``.
+    """
+    import time
+
+    images = list(images)
+    n = len(images)
+    x = clf.preprocess(images)
+    fns = {"forward": (lambda: clf.scores(x, batch_size=n), n),
+           "map": (lambda: saliency(clf, x, batch_size=n), n),
+           "map_pil": (lambda: saliency(clf, images, batch_size=n), n),
+           "map_ten": (lambda: saliency(clf, images[0], crops="ten", batch_size=10), 1)}
+    old = torch.get_num_threads()
+    best = {k: float("inf") for k in fns}
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        for f, _ in fns.values():  # warm-up
+            f()
+        for _ in range(repeats):
+            for k, (f, _) in fns.items():
+                if clf.device.type == "cuda":
+                    torch.cuda.synchronize(clf.device)
+                t0 = time.perf_counter()
+                f()
+                if clf.device.type == "cuda":
+                    torch.cuda.synchronize(clf.device)
+                best[k] = min(best[k], time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return {k: best[k] / fns[k][1] for k in fns}
