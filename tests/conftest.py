@@ -13,6 +13,16 @@ import deepinside as di
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of tiny-tensor tests (on a loaded 2-core machine, two
+    threads make each small op up to ~100x slower); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def clf() -> di.Classifier:
     return di.load_classifier("efficientnet_lite0", device="cpu")

@@ -19,13 +19,7 @@ from deepinside.deconvnet import (flipped_kernel_conv, layer_activity, record_fo
 from state_helpers import assert_same_state, model_state
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread (on a loaded 2-core machine, 2 threads make each small op ~100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")
