@@ -1,0 +1,191 @@
+"""Command line: ``deepinside localise IMAGE...`` and ``deepinside evaluate ILSVRC_ROOT``.
+
+``localise`` prints, as JSON on stdout, the boxes of the top-k classes of each image found by the
+weakly supervised localisation of Simonyan et al. (2014, Sect. 3.2), and with ``--out DIR`` writes
+the four-panel figure of their Fig. 3 for each image. ``evaluate`` prints the ILSVRC localisation
+error of that method and of the baselines on a folder in the ILSVRC layout (``images/``,
+``annotations/``). User errors (missing or unreadable files, a folder in the wrong layout, bad
+options) end with a one-line message on stderr and exit status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main"]
+
+
+class UserError(Exception):
+    """An error caused by the command's input: reported without a traceback."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepinside",
+        description="Weakly supervised localisation from class saliency maps (Simonyan et al. 2014, Sect. 3.2).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{localise,evaluate}")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default="efficientnet_lite0", help="classifier name (default: %(default)s)")
+    common.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ... (default: %(default)s)")
+    common.add_argument("--topk", type=_positive_int, default=5, help="classes per image (default: %(default)s)")
+    common.add_argument("--crops", choices=("ten", "center", "full"), default=None,
+                        help="saliency from the 10-crop average (paper), the centre crop, or the whole image "
+                             "(default: ten for localise, center for evaluate: 10x cheaper, same error)")
+
+    loc = sub.add_parser("localise", parents=[common], help="boxes of the top-k classes as JSON",
+                         description="Print the top-k (class, box) guesses of each image as JSON; "
+                                     "with --out, save the Fig. 3 panels of the top-1 class.")
+    loc.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    loc.add_argument("--out", type=Path, metavar="DIR", help="write <image stem>_localisation.png here")
+
+    ev = sub.add_parser("evaluate", parents=[common], help="ILSVRC localisation error and baselines",
+                        description="Top-1/top-k localisation error (ILSVRC rule, IoU >= 0.5) of the "
+                                    "GraphCut method and of the baselines on an ILSVRC-layout folder.")
+    ev.add_argument("root", type=Path, metavar="ILSVRC_ROOT", help="folder with images/ and annotations/")
+    ev.add_argument("--limit", type=_positive_int, help="use only the first N annotated images")
+    loc.set_defaults(crops_default="ten")
+    ev.set_defaults(crops_default="center")
+    return p
+
+
+def _load_images(paths: Sequence[str]) -> list:
+    from .data import load_image
+
+    images = []
+    for p in paths:
+        try:
+            images.append(load_image(p))
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise UserError(str(e)) from None
+    return images
+
+
+def _classifier(args):
+    from .models import WeightsUnavailableError, load_classifier
+
+    try:
+        return load_classifier(args.model, device=args.device)
+    except (ValueError, WeightsUnavailableError, RuntimeError) as e:
+        raise UserError(f"cannot load model {args.model!r}: {e}") from None
+
+
+def _localise(args) -> int:
+    images = _load_images(args.images)  # fail on a bad file before loading the network
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out {args.out} exists and is not a directory")
+        args.out.mkdir(parents=True, exist_ok=True)
+    clf = _classifier(args)
+    if args.topk > len(clf.class_names):
+        raise UserError(f"--topk {args.topk} is more than the {len(clf.class_names)} classes of the model")
+    from .localisation import localise_details
+
+    results = []
+    for path, image in zip(args.images, images):
+        dets = localise_details(clf, image, topk=args.topk, crops=args.crops)
+        results.append({
+            "image": str(path),
+            "width": image.size[0],
+            "height": image.size[1],
+            "detections": [{
+                "rank": r + 1,
+                "class_index": d.detection.class_index,
+                "class_name": clf.class_names[d.detection.class_index],
+                "wnid": clf.wnids[d.detection.class_index],
+                "score": round(d.detection.score, 6),
+                "box": None if d.detection.box is None else list(d.detection.box),
+            } for r, d in enumerate(dets)],
+        })
+        if args.out is not None:
+            _save_figure(args.out / f"{Path(path).stem}_localisation.png", image, dets[0], clf)
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _save_figure(path: Path, image, det, clf) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plotting import localisation_figure, localisation_row
+
+    fig = localisation_figure([localisation_row(image, det, class_names=clf.class_names)])
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e}") from None
+    finally:
+        plt.close(fig)
+
+
+def _evaluate(args) -> int:
+    from .data import IlsvrcDataset
+
+    try:
+        ds = IlsvrcDataset(args.root, limit=args.limit)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise UserError(str(e)) from None
+    clf = _classifier(args)
+    from .evaluation import evaluate_localisation, precompute_saliency
+
+    cache = precompute_saliency(clf, ds, topk=args.topk, crops=args.crops)
+    k = args.topk
+    rows = [
+        ("GraphCut on saliency (ours)", dict(method="graphcut")),
+        ("saliency > 20 % of max (CAM), smoothed", dict(method="threshold", threshold=0.20, threshold_smooth=0.02)),
+        ("saliency > 15 % of max (Grad-CAM), smoothed", dict(method="threshold", threshold=0.15,
+                                                            threshold_smooth=0.02)),
+        ("centred box, 80 % of each side", dict(method="centered_box")),
+        ("whole image", dict(method="full_image")),
+    ]
+    print(f"{len(ds)} images, {args.model}, saliency crops={args.crops}")
+    print(f"{'method':46s} {'top-1 loc err':>14s} {f'top-{k} loc err':>14s}")
+    res = {}
+    for name, kw in rows:
+        res = evaluate_localisation(clf, ds, topk=k, cache=cache, **kw)
+        print(f"{name:46s} {100 * res['top1_loc_err']:13.1f}% {100 * res[f'top{k}_loc_err']:13.1f}%", flush=True)
+    print(f"{'classification error':46s} {100 * res['top1_cls_err']:13.1f}% {100 * res[f'top{k}_cls_err']:13.1f}%")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``deepinside`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.crops is None:
+        args.crops = args.crops_default
+    try:
+        if args.command == "localise":
+            return _localise(args)
+        return _evaluate(args)
+    except UserError as e:
+        print(f"deepinside: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("deepinside: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # e.g. `deepinside localise ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""The ILSVRC localisation error of Sect. 3.2, its baselines, and the classification error.
+
+Simonyan et al. (2014), Sect. 3.2: "Considering that the challenge requires the object bounding
+boxes to be reported, we computed them as the bounding boxes of the object segmentation masks.
+The procedure was repeated for each of the top-5 predicted classes. The method achieved 46.4 %
+top-5 error on the test set of ILSVRC-2013."
+
+The ILSVRC localisation rule (Russakovsky et al. 2015): an algorithm gives k (class, box) guesses
+per image; the image counts as correctly localised at top-k if one guess has the image's class
+and a box overlapping a ground-truth box of that class with intersection over union
+:math:`|B \\cap G| / |B \\cup G| \\ge 0.5`. A guess with a wrong class is wrong whatever its box,
+so only the guesses whose class is a ground-truth class need a box: :func:`precompute_saliency`
+by default computes saliency for those alone, which gives exactly the same error for a fraction
+of the cost (``classes="all"`` computes all k).
+
+Baselines on the same images and the same classifier (same k classes, only the boxes differ):
+the whole image; a centred box covering a fixed fraction of each side; and the box of the largest
+connected component of the saliency map above a fraction of its maximum, as CAM (Zhou et al.
+2016, 20 %) and Grad-CAM (Selvaraju et al. 2017, 15 %) do for their maps.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ._progress import progress
+from .localisation import Crops, bounding_box, full_image_input, segment, smooth_saliency
+
+__all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
+           "evaluate_classification", "threshold_box", "centered_box", "compare_methods", "results_markdown",
+           "METHODS"]
+
+Box = tuple[float, float, float, float]
+METHODS = ("graphcut", "full_image", "centered_box", "threshold")
+
+
+def _check_box(box: object, name: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)  # type: ignore[union-attr]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a box (x0, y0, x1, y1), got {box!r}") from e
+    if not all(np.isfinite([x0, y0, x1, y1])):
+        raise ValueError(f"{name} has non-finite coordinates: {box!r}")
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"{name} = {box!r} has x1 < x0 or y1 < y0 (boxes are (x0, y0, x1, y1))")
+    return x0, y0, x1, y1
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes ``(x0, y0, x1, y1)``, half-open pixel coordinates.
+
+    The area of ``(x0, y0, x1, y1)`` is ``(x1 - x0) * (y1 - y0)`` (ILSVRC's inclusive ``xmax``
+    becomes ``x1 = xmax + 1``). Two empty boxes have IoU 0.
+    """
+    ax0, ay0, ax1, ay1 = _check_box(a, "first box")
+    bx0, by0, bx1, by1 = _check_box(b, "second box")
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def localisation_correct(
+    guesses: Sequence[tuple[int, Box | None]],
+    gt_boxes: Sequence[Box],
+    gt_classes: Sequence[int],
+    k: int | None = None,
+    min_iou: float = 0.5,
+) -> bool:
+    """The ILSVRC rule: is one of the first ``k`` ``(class, box)`` guesses right?
+
+    A guess is right when its class equals the class of a ground-truth box and its box has
+    IoU >= ``min_iou`` with that box. A guess with box ``None`` (empty segmentation) is wrong.
+    """
+    if len(gt_boxes) != len(gt_classes):
+        raise ValueError(f"{len(gt_boxes)} ground-truth boxes but {len(gt_classes)} classes")
+    for c, box in list(guesses)[: k if k is not None else len(guesses)]:
+        if box is None:
+            continue
+        for g, gc in zip(gt_boxes, gt_classes):
+            if int(c) == int(gc) and iou(box, g) >= min_iou:
+                return True
+    return False
+
+
+def centered_box(width: int, height: int, fraction: float = 0.8) -> tuple[int, int, int, int]:
+    """Baseline box: centred, ``fraction`` of each side (80 %: 64 % of the image area)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    bw, bh = round(width * fraction), round(height * fraction)
+    x0, y0 = (width - bw) // 2, (height - bh) // 2
+    return x0, y0, x0 + bw, y0 + bh
+
+
+def threshold_box(saliency: np.ndarray, fraction: float = 0.2, smooth: float = 0.0
+                  ) -> tuple[int, int, int, int] | None:
+    """CAM / Grad-CAM box: the largest connected component of ``map >= fraction * max(map)``.
+
+    Zhou et al. (2016) threshold CAM maps at 20 % of their maximum, Selvaraju et al. (2017)
+    Grad-CAM maps at 15 %. ``smooth`` applies :func:`~deepinside.localisation.smooth_saliency`
+    first (gradient maps are speckled where CAM maps are smooth). None for an all-zero map.
+    """
+    s = smooth_saliency(np.asarray(saliency, dtype=np.float64), smooth)
+    top = s.max()
+    if not np.isfinite(top) or top <= 0:
+        return None
+    return bounding_box(s >= fraction * top)
+
+
+# -- saliency of a whole dataset, computed once --------------------------------------------------
+
+
+@dataclass
+class SaliencyCache:
+    """Top-k classes of every image of a dataset and the saliency maps of (some of) them.
+
+    Attributes:
+        crops: how the maps were computed (``"center"``, ``"ten"`` or ``"full"``).
+        classes, probs: ``(N, k)`` top-k class indices and softmax probabilities (centre crop).
+        sizes: ``(W, H)`` of every original image.
+        maps: ``(image, rank) -> map`` in the frame of ``crops`` (float32, scaled to max 1;
+            saliency is used through quantiles and ratios to the maximum, so the scale is free).
+        frames: ``image -> (x0, y0, x1, y1)``: where that frame lies in the original image.
+    """
+
+    crops: str
+    classes: np.ndarray
+    probs: np.ndarray
+    sizes: list[tuple[int, int]]
+    maps: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    frames: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+
+    @property
+    def topk(self) -> int:
+        return int(self.classes.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def in_image(self, i: int, rank: int) -> np.ndarray | None:
+        """The map of image ``i``'s rank-th class on the original pixels ``(H, W)`` (0 outside the
+        frame), or None when it was not computed."""
+        import cv2
+
+        m = self.maps.get((i, rank))
+        if m is None:
+            return None
+        W, H = self.sizes[i]
+        x0, y0, x1, y1 = self.frames[i]
+        out = np.zeros((H, W), dtype=np.float32)
+        out[y0:y1, x0:x1] = cv2.resize(m, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        return out
+
+
+def _frame(clf, crops: str, width: int, height: int) -> tuple[int, int, int, int]:
+    if crops == "center":
+        return clf.center_crop_box(width, height)
+    if crops == "ten":
+        from .saliency import _square_box
+
+        return _square_box(width, height)
+    return 0, 0, width, height
+
+
+def precompute_saliency(
+    clf,
+    dataset,
+    topk: int = 5,
+    crops: Crops = "center",
+    classes: Literal["needed", "all"] = "needed",
+    rule: str = "gradient",
+    batch_size: int = 32,
+    chunk: int = 16,
+) -> SaliencyCache:
+    """Classify every image (centre crop) and compute the saliency maps of its top-k classes once.
+
+    ``classes="needed"`` computes maps only for guesses whose class is a ground-truth class of
+    the image (the only ones that can be right under the ILSVRC rule: same error, ~1/k of the
+    cost); ``"all"`` for all k. Images are processed ``chunk`` at a time; all maps of a chunk go
+    through :func:`deepinside.saliency` together (one backward per ``batch_size`` inputs; for
+    ``crops="full"`` one per group of equally sized inputs).
+
+    Args:
+        dataset: an :class:`~deepinside.data.IlsvrcDataset` (or any sequence of
+            ``(PIL image, record)`` with ``record.boxes`` / ``record.box_wnids`` / ``record.label``).
+    """
+    sal_mod = importlib.import_module(".saliency", __package__)
+
+    if crops not in ("center", "ten", "full"):
+        raise ValueError(f"crops must be 'center', 'ten' or 'full', got {crops!r}")
+    if classes not in ("needed", "all"):
+        raise ValueError(f"classes must be 'needed' or 'all', got {classes!r}")
+    if not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(clf.class_names):
+        raise ValueError(f"topk must be an int in 1..{len(clf.class_names)}, got {topk!r}")
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the dataset is empty")
+    all_cls = np.zeros((n, topk), dtype=np.int64)
+    all_p = np.zeros((n, topk), dtype=np.float32)
+    cache = SaliencyCache(crops, all_cls, all_p, [(0, 0)] * n)
+    bar = progress(total=n, desc=f"saliency ({crops})", unit="img")
+    for start in range(0, n, chunk):
+        items = [dataset[i] for i in range(start, min(n, start + chunk))]
+        imgs = [im for im, _ in items]
+        probs = clf.scores(clf.preprocess(imgs), batch_size=batch_size).softmax(1)
+        p, c = probs.topk(topk, dim=1)
+        all_cls[start:start + len(imgs)] = c.cpu().numpy()
+        all_p[start:start + len(imgs)] = p.cpu().numpy()
+        pairs = []  # (image index, rank)
+        for j, (im, rec) in enumerate(items):
+            i = start + j
+            cache.sizes[i] = im.size
+            cache.frames[i] = _frame(clf, crops, *im.size)
+            gt = set(_gt_classes(clf, rec))
+            pairs += [(i, r) for r in range(topk) if classes == "all" or int(all_cls[i, r]) in gt]
+        if pairs:
+            if crops == "full":
+                groups: dict[tuple, list] = {}
+                for i, r in pairs:
+                    x = full_image_input(clf, imgs[i - start])
+                    groups.setdefault(tuple(x.shape), []).append((i, r, x))
+                for grp in groups.values():
+                    x = torch.cat([g[2] for g in grp])
+                    maps = sal_mod.saliency(clf, x, target=[int(all_cls[i, r]) for i, r, _ in grp],
+                                            rule=rule, batch_size=batch_size)
+                    for (i, r, _), m in zip(grp, maps):
+                        cache.maps[(i, r)] = _unit(m)
+            else:
+                maps = sal_mod.saliency(clf, [imgs[i - start] for i, _ in pairs],
+                                        target=[int(all_cls[i, r]) for i, r in pairs],
+                                        crops=crops, rule=rule, batch_size=batch_size)
+                for (i, r), m in zip(pairs, maps):
+                    cache.maps[(i, r)] = _unit(m)
+        bar.update(len(imgs))
+    bar.close()
+    return cache
+
+
+def _unit(m: torch.Tensor) -> np.ndarray:
+    a = m.detach().float().cpu().numpy()
+    top = float(a.max())
+    return a / top if top > 0 else a
+
+
+def _gt_classes(clf, rec) -> list[int]:
+    wnids = getattr(rec, "box_wnids", None)
+    if wnids:
+        return [clf.class_index(w) for w in wnids]
+    return [int(rec.label)] * len(rec.boxes)
+
+
+# -- the evaluation --------------------------------------------------------------------------------
+
+
+def evaluate_localisation(
+    clf,
+    dataset,
+    topk: int = 5,
+    method: Literal["graphcut", "full_image", "centered_box", "threshold"] = "graphcut",
+    crops: Crops = "center",
+    cache: SaliencyCache | None = None,
+    center_fraction: float = 0.8,
+    threshold: float = 0.2,
+    threshold_smooth: float = 0.0,
+    min_iou: float = 0.5,
+    frame_only: bool = False,
+    batch_size: int = 32,
+    **segment_kwargs,
+) -> dict[str, float | int]:
+    """ILSVRC top-1 / top-k localisation and classification error of one box method.
+
+    The k classes are the classifier's top-k on the centre crop; the boxes come from ``method``:
+
+    - ``"graphcut"``: the paper's method, :func:`~deepinside.localisation.segment` of each
+      class's saliency map (``segment_kwargs`` pass through), then the mask's bounding box;
+    - ``"full_image"``: the whole image;
+    - ``"centered_box"``: :func:`centered_box` with ``center_fraction`` of each side;
+    - ``"threshold"``: :func:`threshold_box`, largest component above ``threshold`` x max of the
+      (optionally ``threshold_smooth``-smoothed) saliency map.
+
+    Args:
+        cache: saliency computed by :func:`precompute_saliency` (its ``crops`` is used); when
+            None it is computed here with ``crops``. Reuse one cache for many methods/settings.
+        frame_only: for ``"graphcut"``, take the seed quantiles inside the saliency's crop frame
+            only (``segment(valid=...)``), instead of letting the unseen margins be background.
+
+    Returns:
+        ``{"top1_loc_err", "top{k}_loc_err", "top1_cls_err", "top{k}_cls_err", "n"}``: error
+        fractions in [0, 1] and the number of images (keys ``top5_*`` for the default k = 5).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    needs_maps = method in ("graphcut", "threshold")
+    if cache is None:
+        if needs_maps:
+            cache = precompute_saliency(clf, dataset, topk=topk, crops=crops, batch_size=batch_size)
+        else:
+            cache = _classify_only(clf, dataset, topk, batch_size)
+    if len(cache) != len(dataset):
+        raise ValueError(f"the cache holds {len(cache)} images but the dataset {len(dataset)}")
+    if cache.topk < topk:
+        raise ValueError(f"the cache holds the top-{cache.topk} classes, fewer than topk={topk}")
+    n = len(dataset)
+    loc1 = loc_k = cls1 = cls_k = 0
+    records = getattr(dataset, "records", None)
+    for i in progress(range(n), desc=f"localisation ({method})", unit="img"):
+        rec = records[i] if records is not None else dataset[i][1]
+        gt_cls = _gt_classes(clf, rec)
+        W, H = cache.sizes[i]
+        guesses: list[tuple[int, Box | None]] = []
+        image = None
+        for r in range(topk):
+            c = int(cache.classes[i, r])
+            if c not in gt_cls:  # cannot be right: its box does not matter (ILSVRC rule)
+                guesses.append((c, None))
+                continue
+            if method == "full_image":
+                box = (0, 0, W, H)
+            elif method == "centered_box":
+                box = centered_box(W, H, center_fraction)
+            else:
+                m = cache.in_image(i, r)
+                if m is None:
+                    raise ValueError(f"the cache has no saliency map for image {i}, class rank {r}")
+                if method == "threshold":
+                    box = threshold_box(m, threshold, threshold_smooth)
+                else:
+                    if image is None:
+                        image = dataset[i][0] if records is None else _load(rec)
+                    valid = None
+                    if frame_only:
+                        valid = np.zeros(m.shape, bool)
+                        x0, y0, x1, y1 = cache.frames[i]
+                        valid[y0:y1, x0:x1] = True
+                    box = bounding_box(segment(image, m, valid=valid, **segment_kwargs))
+            guesses.append((c, box))
+        gts = list(rec.boxes)
+        loc1 += localisation_correct(guesses, gts, gt_cls, k=1, min_iou=min_iou)
+        loc_k += localisation_correct(guesses, gts, gt_cls, k=topk, min_iou=min_iou)
+        cls1 += int(cache.classes[i, 0]) in gt_cls
+        cls_k += any(int(c) in gt_cls for c in cache.classes[i, :topk])
+    return {"top1_loc_err": 1 - loc1 / n, f"top{topk}_loc_err": 1 - loc_k / n,
+            "top1_cls_err": 1 - cls1 / n, f"top{topk}_cls_err": 1 - cls_k / n, "n": n}
+
+
+def _load(rec) -> Image.Image:
+    from .data import load_image
+
+    return load_image(rec.image_path)
+
+
+def _classify_only(clf, dataset, topk: int, batch_size: int, chunk: int = 32) -> SaliencyCache:
+    n = len(dataset)
+    cls = np.zeros((n, topk), dtype=np.int64)
+    prob = np.zeros((n, topk), dtype=np.float32)
+    sizes = []
+    for start in progress(range(0, n, chunk), desc="classification", unit="chunk"):
+        imgs = [dataset[i][0] for i in range(start, min(n, start + chunk))]
+        p, c = clf.scores(clf.preprocess(imgs), batch_size=batch_size).softmax(1).topk(topk, dim=1)
+        cls[start:start + len(imgs)] = c.cpu().numpy()
+        prob[start:start + len(imgs)] = p.cpu().numpy()
+        sizes += [im.size for im in imgs]
+    return SaliencyCache("none", cls, prob, sizes)
+
+
+def evaluate_classification(clf, dataset, topk: int = 5, batch_size: int = 32) -> dict[str, float | int]:
+    """Top-1 and top-k classification error on the centre crop: ``{"top1_cls_err", "top5_cls_err", "n"}``."""
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty")
+    cache = _classify_only(clf, dataset, topk, batch_size)
+    records = getattr(dataset, "records", None)
+    c1 = ck = 0
+    for i in range(len(dataset)):
+        rec = records[i] if records is not None else dataset[i][1]
+        gt = _gt_classes(clf, rec)
+        c1 += int(cache.classes[i, 0]) in gt
+        ck += any(int(c) in gt for c in cache.classes[i])
+    n = len(dataset)
+    return {"top1_cls_err": 1 - c1 / n, f"top{topk}_cls_err": 1 - ck / n, "n": n}
+
+
+# -- tables of several settings ------------------------------------------------------------------
+
+
+def compare_methods(
+    clf,
+    dataset,
+    settings: Mapping[str, Mapping[str, object]],
+    cache: SaliencyCache | None = None,
+    topk: int = 5,
+) -> dict[str, dict[str, float | int]]:
+    """:func:`evaluate_localisation` for several settings on one dataset, reusing one saliency cache.
+
+    Args:
+        settings: row name -> keyword arguments of :func:`evaluate_localisation` (``method``,
+            ``segment`` parameters, ...); a row may carry its own ``cache`` (e.g. maps computed
+            with other ``crops``), the others use ``cache``.
+        cache: from :func:`precompute_saliency`; computed once here (centre crop) when None and
+            a row needs saliency.
+
+    Returns:
+        row name -> result dict, in the order of ``settings``.
+    """
+    out = {}
+    for name, kw in settings.items():
+        kw = dict(kw)
+        row_cache = kw.pop("cache", None)
+        if row_cache is None:
+            if cache is None:
+                cache = precompute_saliency(clf, dataset, topk=topk)
+            row_cache = cache
+        out[name] = evaluate_localisation(clf, dataset, topk=topk, cache=row_cache, **kw)
+    return out
+
+
+def results_markdown(
+    results: Mapping[str, Mapping[str, float | int]],
+    topk: int = 5,
+    reference: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> str:
+    """A Markdown table of localisation errors (percent): one row per result, then ``reference``
+    rows (name -> (top-1, top-k) fractions or None, e.g. the paper's published numbers)."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    lines = [f"| method | top-1 loc. error | top-{topk} loc. error |", "|---|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {pct(r['top1_loc_err'])} | {pct(r[f'top{topk}_loc_err'])} |")
+    for name, (e1, ek) in (reference or {}).items():
+        lines.append(f"| {name} | {pct(e1)} | {pct(ek)} |")
+    return "\n".join(lines)
