@@ -107,7 +107,8 @@ def main() -> None:
     evaluate_localisation(clf, ds, cache=cache)
     t2 = time.perf_counter()
     n = len(ds)
-    print(f"\nevaluate_localisation on {n} ILSVRC images (top-5, centre-crop saliency, {torch.get_num_threads()} threads):")
+    print(f"\nevaluate_localisation on {n} ILSVRC images "
+          f"(top-5, centre-crop saliency, {torch.get_num_threads()} threads):")
     print(f"  saliency (precompute_saliency): {(t1 - t0) / n:.3f} s/image")
     print(f"  boxes (graphcut):               {(t2 - t1) / n:.3f} s/image")
     print(f"  total:                          {(t2 - t0) / n:.3f} s/image")

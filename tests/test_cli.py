@@ -41,8 +41,9 @@ def test_folder_not_in_ilsvrc_layout(capsys, tmp_path):
     assert code == 1 and "does not exist" in err
 
 
-@pytest.mark.parametrize("argv", [["localise"], ["localise", "--topk", "0", "x.jpg"], ["evaluate", "r", "--limit", "-3"],
-                                  ["localise", "--crops", "five", "x.jpg"], ["frobnicate"], []])
+@pytest.mark.parametrize("argv", [["localise"], ["localise", "--topk", "0", "x.jpg"],
+                                  ["evaluate", "r", "--limit", "-3"], ["localise", "--crops", "five", "x.jpg"],
+                                  ["frobnicate"], []])
 def test_usage_errors(capsys, argv):
     code, _, err = _run(capsys, *argv)
     assert code == 2 and "usage" in err

@@ -393,7 +393,8 @@ def segment(
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (H, W) or valid.dtype != bool:
-            raise ValueError(f"valid must be a bool array of the image's shape {(H, W)}, got {valid.dtype} {valid.shape}")
+            raise ValueError(f"valid must be a bool array of the image's shape {(H, W)}, "
+                             f"got {valid.dtype} {valid.shape}")
     if work_side is not None and work_side < 2:
         raise ValueError(f"work_side must be >= 2 pixels or None, got {work_side}")
 

@@ -16,7 +16,7 @@ __all__ = [
     "as_image_array", "image_grid", "draw_box", "predictions_figure",
     "stretch", "class_models_figure", "objective_curves_figure",                      # Fig. 1
     "saliency_frame", "saliency_figure", "saliency_panel", "saliency_explorer",        # Fig. 2
-    "seed_overlay", "localisation_figure",                                             # Fig. 3
+    "seed_overlay", "localisation_row", "localisation_figure",                         # Fig. 3
     "backward_rules_figure", "class_sensitivity_figure",                               # Sect. 4
 ]
 
