@@ -1,0 +1,261 @@
+"""Dataset-wide jobs sharded over processes with ``torch.distributed`` (launched by torchrun).
+
+The paper's quantitative results are sums over a dataset: the ILSVRC localisation error of
+Sect. 3.2 counts, image by image, whether a box of a correct class overlaps a ground-truth box
+by 50 %; Zeiler & Fergus's top-9 activations are a running maximum over the validation set.
+Both split into disjoint *shards* of consecutive images whose partial results merge exactly
+(integer counts add; top-k lists concatenate and are cut to k again). This module is that split,
+and nothing else:
+
+- :func:`distributed` joins the process group torchrun describes in the environment (``RANK``,
+  ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); alone (no torchrun) it is a
+  no-op context with rank 0 of 1, so the same code runs in one process;
+- :func:`shard_ranges` cuts ``n`` items into consecutive shards of ``shard_size``; rank ``r`` of
+  ``w`` takes shards ``r, r + w, r + 2w, ...`` (no padding, no item counted twice). The shard
+  boundaries do not depend on the number of processes, so each shard goes through the network
+  in the same batches whatever ``w`` is: results are identical to a single-process run;
+- :class:`ShardStore` writes each shard's result to its own file as soon as it is done (atomic
+  rename), so a killed run restarts where it stopped, and merging is a separate, fast step;
+- :func:`run_sharded` runs a job's missing shards on this rank and returns every shard's result,
+  in shard order, on rank 0 (``None`` on the others): only rank 0 prints and writes.
+
+Threads: torchrun sets ``OMP_NUM_THREADS=1`` for every process when ``--nproc-per-node`` > 1,
+so N processes use N cores; :func:`distributed` sets torch's intra-op threads to ``threads``
+when given (``deepinside ... --threads``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+
+from ._progress import progress
+
+__all__ = ["Context", "distributed", "shard_ranges", "ShardStore", "run_sharded", "Subset"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """True on the one process that prints and writes (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """True when a process group of more than one process is joined."""
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={text!r} is not an integer") from None
+
+
+@contextmanager
+def distributed(device: str | torch.device = "cpu", *, init_method: str | None = None,
+                threads: int | None = None, timeout_s: float = 6 * 3600) -> Iterator[Context]:
+    """Join the torchrun process group (gloo on CPU, NCCL on CUDA) for the ``with`` block.
+
+    Alone (``WORLD_SIZE`` unset or 1) nothing is initialised and the context is rank 0 of 1.
+    A group that is already initialised (by the caller) is used as it is and left open.
+
+    Args:
+        device: the device the job runs on; ``"cuda"``/``cuda:*`` selects NCCL and pins this
+            process to GPU ``LOCAL_RANK``.
+        init_method: rendezvous URL (``"env://"`` by default, as torchrun sets it up;
+            ``"file:///path"`` for a launcher-free file rendezvous, as the tests use).
+        threads: torch intra-op threads for this process (None: leave as set, i.e. torchrun's
+            ``OMP_NUM_THREADS=1`` under torchrun, all cores alone).
+        timeout_s: how long a collective waits for the slowest rank (long shards on big
+            datasets: hours, not the default 30 minutes).
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local = _env_int("LOCAL_RANK", rank)
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    created = False
+    if world > 1:
+        if not dist.is_available():
+            raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        if not dist.is_initialized():
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+            if dev.type == "cuda":
+                torch.cuda.set_device(local % max(1, torch.cuda.device_count()))
+            dist.init_process_group(backend=backend, init_method=init_method or "env://",
+                                    rank=rank, world_size=world,
+                                    timeout=timedelta(seconds=timeout_s))
+            created = True
+    try:
+        yield Context(rank=rank, world_size=world, local_rank=local)
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """Consecutive ``[start, stop)`` shards covering ``range(n)``, each ``shard_size`` long
+    (the last one shorter). Independent of the number of processes."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return [(s, min(n, s + shard_size)) for s in range(0, n, shard_size)]
+
+
+class Subset:
+    """Items ``indices`` of a dataset, with its ``records`` (when it has them) in the same order.
+
+    ``Subset(ds, range(a, b))[i]`` is ``ds[a + i]``; works for :class:`~deepinside.data.
+    IlsvrcDataset` and any indexable sequence of ``(image, record)`` pairs.
+    """
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        recs = getattr(dataset, "records", None)
+        if recs is not None:
+            self.records = [recs[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[self.indices[i]]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self)))
+
+
+class ShardStore:
+    """One JSON file per finished shard under ``folder/shards/``, and the job's key.
+
+    ``key`` identifies what is computed (model, options, dataset): reopening a folder with a
+    different key is an error, so a restart never mixes two jobs' results.
+    """
+
+    def __init__(self, folder: str | os.PathLike, key: dict[str, Any]) -> None:
+        self.folder = Path(folder)
+        self.key = json.loads(json.dumps(key))  # canonical, JSON-able
+        job = self.folder / "job.json"
+        if job.exists():
+            try:
+                old = json.loads(job.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"{job} is not a job file of deepinside: {e}") from None
+            if old != self.key:
+                diff = sorted(k for k in set(old) | set(self.key) if old.get(k) != self.key.get(k))
+                raise ValueError(f"{self.folder} holds the results of another job (differs in "
+                                 f"{', '.join(diff)}); use another --out folder")
+
+    def prepare(self) -> None:
+        """Create the folder and write the job key (rank 0, before any shard is written)."""
+        (self.folder / "shards").mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.folder / "job.json", json.dumps(self.key, indent=1, sort_keys=True))
+
+    def path(self, shard: tuple[int, int]) -> Path:
+        return self.folder / "shards" / f"{shard[0]:08d}-{shard[1]:08d}.json"
+
+    def done(self, shard: tuple[int, int]) -> bool:
+        return self.path(shard).exists()
+
+    def save(self, shard: tuple[int, int], result: Any) -> None:
+        _atomic_write(self.path(shard), json.dumps(result))
+
+    def load(self, shard: tuple[int, int]) -> Any:
+        p = self.path(shard)
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read shard result {p}: {e}") from None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def run_sharded(n: int, compute: Callable[[int, int], Any], *, shard_size: int = 64,
+                ctx: Context | None = None, store: ShardStore | None = None,
+                desc: str = "shards") -> list[Any] | None:
+    """Run ``compute(start, stop)`` for this rank's shards of ``range(n)``; merge on rank 0.
+
+    ``compute`` returns a JSON-able result for items ``start..stop-1``. With a ``store``, shards
+    already on disk are skipped and each new result is written as soon as it is computed; the
+    results are then read back from disk by rank 0. Without one, results travel to rank 0 with
+    ``gather_object``.
+
+    Returns:
+        On rank 0, the list of every shard's result in shard order (length
+        ``ceil(n / shard_size)``); ``None`` on the other ranks.
+    """
+    ctx = ctx or Context()
+    shards = shard_ranges(n, shard_size)
+    if store is not None and ctx.is_main:
+        store.prepare()
+    if ctx.active:
+        dist.barrier()  # the job key is written before anyone writes a shard
+    mine = shards[ctx.rank::ctx.world_size]
+    todo = [s for s in mine if store is None or not store.done(s)]
+    local: dict[int, Any] = {}
+    for s in progress(todo, desc=f"{desc} (rank {ctx.rank})", unit="shard"):
+        result = compute(*s)
+        if store is not None:
+            store.save(s, result)
+        else:
+            local[s[0]] = result
+    if store is None:
+        if ctx.active:
+            parts: list[Any] = [None] * ctx.world_size if ctx.is_main else []
+            dist.gather_object(local, parts if ctx.is_main else None, dst=0)
+        else:
+            parts = [local]
+        if not ctx.is_main:
+            return None
+        merged: dict[int, Any] = {}
+        for p in parts:
+            merged.update(p)
+        return [merged[s[0]] for s in shards]
+    if ctx.active:
+        dist.barrier()  # every shard file is written
+    if not ctx.is_main:
+        return None
+    missing = [s for s in shards if not store.done(s)]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard result(s) missing under {store.folder}, "
+                           f"e.g. {store.path(missing[0]).name}")
+    return [store.load(s) for s in shards]
