@@ -10,11 +10,11 @@ SHELL  := /bin/bash
 
 .PHONY: book book-force test env clean benchmarks
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch==2.14.1/torchvision==0.29.1 are pinned in pyproject.toml (one source of truth)
-	$(BIN)/python -m pip install -q -e ".[test]"
+	# exact torch/torchvision versions in constraints.txt; the package declares ranges
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 env: $(STAMP)
