@@ -31,11 +31,16 @@ def _is_nbval(item) -> bool:
 
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # Kernels started by nbval inherit this: no progress-bar widgets in the executed chapters
+    # (the book build does the same through deepinside._progress).
+    os.environ.setdefault("DEEPINSIDE_PROGRESS", "0")
 
 
 def pytest_collection_modifyitems(session, config, items):
     # Notebook cells after unit tests, the book build last (it reuses the notebooks' outputs).
     def rank(item):
+        if "test_browser" in item.nodeid:
+            return 3  # opens the pages the book build wrote
         if "test_book_build" in item.nodeid:
             return 2
         return 1 if _is_nbval(item) else 0
