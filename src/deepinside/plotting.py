@@ -272,84 +272,12 @@ def saliency_panel(clf, image: Image.Image, target=None, crops: str = "center", 
     return fig
 
 
-def _class_options(clf) -> dict[str, int]:
-    """Unique, completable labels for the classes: the name, plus ``(index)`` when it repeats."""
-    counts: dict[str, int] = {}
-    for nm in clf.class_names:
-        counts[nm] = counts.get(nm, 0) + 1
-    return {(nm if counts[nm] == 1 else f"{nm} ({i})"): i for i, nm in enumerate(clf.class_names)}
-
-
 def saliency_explorer(clf, images: dict[str, Image.Image], crops: str = "center", initial: bool = True):
-    """An ipywidgets control: pick an image (or upload one) and a class by name; the map updates.
+    """The interactive explorer's widget: moved to :mod:`deepinside.widgets` (this name is an
+    alias of :func:`deepinside.widgets.saliency_explorer`)."""
+    from .widgets import saliency_explorer as explorer
 
-    Returns the widget (display it in a notebook). An empty class field means the top-1 class.
-    Needs a live kernel: in a static page the controls do nothing. With ``initial=False`` the
-    output area starts with a hint instead of the first image's map (for pages that show the
-    default state as a plain figure, :func:`saliency_panel`).
-    """
-    import io
-
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-    from PIL import ImageOps
-
-    from .data import to_rgb
-
-    upload_key = "(uploaded file)"
-    pool = dict(images)
-    options = _class_options(clf)
-    pick = w.Dropdown(options=list(pool) + [upload_key], value=next(iter(pool)), description="image")
-    upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
-    cls = w.Combobox(options=list(options), placeholder="class name; empty = top-1", ensure_option=False,
-                     description="class")
-    which = w.ToggleButtons(options=[("centre crop", "center"), ("10 crops", "ten")], value=crops)
-    out = w.Output()
-
-    def draw(*_):
-        key, text = pick.value, cls.value.strip()
-        if text and text not in options:
-            return  # still typing: wait for a complete class name
-        with out:
-            out.clear_output(wait=True)
-            if key not in pool:
-                print("upload an image file to see its saliency map")
-                return
-            fig = saliency_panel(clf, pool[key], target=options[text] if text else None, crops=which.value,
-                                 name=key)
-            display(fig)
-            plt.close(fig)
-
-    def on_upload(change):
-        files = change["new"]
-        if not files:
-            return
-        f = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
-        try:
-            img = Image.open(io.BytesIO(bytes(f["content"])))
-            img.load()
-            pool[upload_key] = to_rgb(ImageOps.exif_transpose(img))
-        except Exception as e:  # noqa: BLE001 - any undecodable upload: tell the user
-            with out:
-                out.clear_output()
-                print(f"could not read {f.get('name', 'the file')} as an image: {e}")
-            return
-        if pick.value == upload_key:
-            draw()
-        else:
-            pick.value = upload_key
-
-    pick.observe(draw, "value")
-    cls.observe(draw, "value")
-    which.observe(draw, "value")
-    upload.observe(on_upload, "value")
-    if initial:
-        draw()
-    else:
-        with out:
-            print("change the image, the class or the crops: the map appears here")
-    return w.VBox([w.HBox([pick, upload]), w.HBox([cls, which]), out])
+    return explorer(clf, images, crops=crops, initial=initial)
 
 
 # --- Fig. 3: localisation (localisation chapter) -----------------------------------------------
