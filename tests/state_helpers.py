@@ -1,8 +1,16 @@
-"""Model-state snapshots: what every call of the package must leave unchanged."""
+"""Shared test helpers: model-state snapshots (what every call of the package must leave
+unchanged) and tiny classifiers whose answers are known by hand."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from PIL import Image
+from torch import nn
+
+from deepinside.models import Classifier
+
+C, FRAC = 8, 0.8  # tiny crop side; resize_size = 10
 
 
 def model_state(net: torch.nn.Module) -> dict:
@@ -27,3 +35,47 @@ def assert_same_state(before: dict, after: dict) -> None:
             assert all((a is None) == (b is None) for a, b in zip(before[k], after[k])), "parameter .grad changed"
         else:
             assert before[k] == after[k], f"model state {k!r} changed"
+
+
+# -- tiny classifiers ----------------------------------------------------------------------------
+
+
+def tiny_clf(net: nn.Module, k: int, size: int = C, frac: float = FRAC, mean=(0.5,) * 3,
+             std=(0.25,) * 3) -> Classifier:
+    """A :class:`Classifier` around any small ``net`` with ``k`` classes, CPU, bicubic."""
+    return Classifier(net=net, device=torch.device("cpu"), input_size=size, crop_fraction=frac,
+                      mean=mean, std=std, interpolation=Image.BICUBIC,
+                      class_names=[f"class{i}" for i in range(k)],
+                      wnids=[f"n{i:08d}" for i in range(k)], name="tiny")
+
+
+def linear_clf(weight: torch.Tensor, size: int = C) -> Classifier:
+    """S(x) = W vec(x) + b: the paper's eq. 2, the saliency is exactly max_c |W_c| (by hand)."""
+    k = weight.shape[0]
+    lin = nn.Linear(3 * size * size, k)
+    with torch.no_grad():
+        lin.weight.copy_(weight.reshape(k, -1))
+        lin.bias.uniform_(-1, 1)
+    return tiny_clf(nn.Sequential(nn.Flatten(), lin), k, size)
+
+
+def conv_clf(seed: int = 0, k: int = 4, bn: bool = False, relu6: bool = False) -> Classifier:
+    """A small non-linear ConvNet (any input side >= 4), eval mode, frozen; ``relu6``: in-place
+    ``nn.ReLU6`` rectifiers as in EfficientNet-Lite."""
+    torch.manual_seed(seed)
+
+    def act() -> nn.Module:
+        return nn.ReLU6(inplace=True) if relu6 else nn.ReLU()
+
+    layers = [nn.Conv2d(3, 6, 3, padding=1)] + ([nn.BatchNorm2d(6)] if bn else []) + [
+        act(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1), act(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, k)]
+    net = nn.Sequential(*layers).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return tiny_clf(net, k)
+
+
+def rand_pil(w: int, h: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch import nn
 import deepinside as di
 from deepinside import backprop
 from deepinside.backprop import find_rectifiers
-from state_helpers import assert_same_state, model_state
+from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -223,15 +224,14 @@ def test_state_restored_on_pretrained_model(clf):
 def test_nested_blocks_restore_in_order():
     net = nn.Sequential(Lambda(lambda x: x), nn.ReLU())
     relu = net[1]
+    funcs = _globals_snapshot()
     with di.backward_rule(net, "deconvnet"):
-        outer = relu.__dict__["forward"]
         with di.backward_rule(net, "guided"):
             torch.testing.assert_close(rule_grad(net, "guided"), expected("guided", None))
-        assert relu.__dict__["forward"] is outer
         xx = X.clone().requires_grad_()
-        (W * net(xx)).sum().backward()
+        (W * net(xx)).sum().backward()                        # the outer rule again
         torch.testing.assert_close(xx.grad, expected("deconvnet", None))
-    assert "forward" not in relu.__dict__
+    assert "forward" not in relu.__dict__ and _globals_snapshot() == funcs
 
 
 def test_no_grad_forward_inside_block_is_fine():
@@ -398,11 +398,138 @@ def test_bounded_rectifier_saturation_by_hand():
         backprop.bounded_rectifier_saturation(nn.Sequential(nn.ReLU()), torch.zeros(2))
 
 
+@pytest.mark.slow
 def test_class_sensitivity_small_input(clf):
     x = clf.normalize(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
-    corr = backprop.class_sensitivity(clf, x, [1, 2], [500, 600])
+    corr = di.saliency_maps.class_sensitivity(clf, x, [1, 2], [500, 600])
     assert set(corr) == set(di.RULES) and all(c.shape == (2,) for c in corr.values())
     assert (corr["deconvnet"] > 0.99).all()                    # Lite0: no pooling switches
     assert (corr["gradient"] < corr["deconvnet"]).all()
     with pytest.raises(ValueError, match="one class per image"):
-        backprop.class_sensitivity(clf, x, [1, 2], [3])
+        di.saliency_maps.class_sensitivity(clf, x, [1, 2], [3])
+
+
+def test_score_gradient_is_eq4_and_top1_of_groups():
+    net = _small_vgg(2)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    w, t = backprop.score_gradient(net, x, group=2)
+    avg = net(x).detach().view(2, 2, -1).mean(1).argmax(1)
+    assert torch.equal(t, avg.repeat_interleave(2))
+    torch.testing.assert_close(w, backprop.input_gradient(net, x, t))
+    with pytest.raises(ValueError, match="groups of 3"):
+        backprop.score_gradient(net, x, group=3)
+
+
+def test_no_import_cycle_and_no_heavy_optional_import():
+    import subprocess
+    import sys
+
+    code = ("import sys, deepinside\n"
+            "heavy = [m for m in ('cv2', 'maxflow', 'matplotlib', 'ipywidgets') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "import deepinside.backprop as b, inspect\n"
+            "assert 'saliency' not in inspect.getsource(b).split('def ')[0], 'backprop imports saliency'\n"
+            "assert callable(deepinside.saliency)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+# --- concurrency ------------------------------------------------------------------------------------
+
+
+def _stress(jobs, calls: int) -> list[list[torch.Tensor]]:
+    """Run each job ``calls`` times in its own thread, all threads together; their outputs."""
+    barrier = threading.Barrier(len(jobs))
+    out: list[list[torch.Tensor]] = [[] for _ in jobs]
+    errors: list[BaseException] = []
+
+    def run(j: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(calls):
+                out[j].append(jobs[j]())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(j,)) for j in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return out
+
+
+def _assert_clean(*nets: nn.Module, before: list[dict], funcs) -> None:
+    assert _globals_snapshot() == funcs, "a patched torch function was left installed"
+    assert backprop._INSTALLED[0] == 0 and not backprop._SAVED and not backprop._NET_HOOK
+    assert not nn.modules.module._global_forward_pre_hooks
+    for net, b in zip(nets, before):
+        assert_same_state(b, model_state(net))
+        assert all("forward" not in vars(m) for m in net.modules()), "instance forward left"
+
+
+@pytest.mark.parametrize("same_model", [False, True], ids=["two models", "one model"])
+def test_two_threads_guided_and_gradient_give_their_single_thread_maps(same_model):
+    clf1 = conv_clf(seed=0, relu6=True)
+    clf2 = clf1 if same_model else conv_clf(seed=1)
+    im1, im2 = rand_pil(12, 10, seed=1), rand_pil(10, 12, seed=2)
+    jobs = [lambda: di.saliency(clf1, [im1], target=3, rule="guided"),
+            lambda: di.saliency(clf2, [im2], target=3, rule="gradient")]
+    ref = [f() for f in jobs]
+    assert not torch.allclose(ref[0], di.saliency(clf1, [im1], target=3))   # the rule matters
+    before, funcs = [model_state(clf1.net), model_state(clf2.net)], _globals_snapshot()
+    out = _stress(jobs, calls=50)
+    for r, maps in zip(ref, out):
+        assert len(maps) == 50 and all(torch.equal(m, r) for m in maps)
+    _assert_clean(clf1.net, clf2.net, before=before, funcs=funcs)
+
+
+def test_overlapping_blocks_in_two_threads_leave_nothing_behind():
+    net = _small_vgg(3)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    ref = {rule: backprop.input_gradient(net, x, [1, 2], rule) for rule in di.RULES}
+    before, funcs = [model_state(net)], _globals_snapshot()
+    out = _stress([lambda: backprop.input_gradient(net, x, [1, 2], "guided"),
+                   lambda: backprop.input_gradient(net, x, [1, 2], "deconvnet"),
+                   lambda: backprop.input_gradient(net, x, [1, 2], "gradient")], calls=30)
+    for rule, grads in zip(("guided", "deconvnet", "gradient"), out):
+        assert all(torch.equal(g, ref[rule]) for g in grads), rule
+    _assert_clean(net, before=before, funcs=funcs)
+    xx = x.clone().requires_grad_()                         # plain autograd is plain again
+    net(xx)[[0, 1], [1, 2]].sum().backward()
+    assert torch.equal(xx.grad, ref["gradient"])
+
+
+def test_thread_without_block_is_untouched_while_another_holds_one():
+    net = nn.Sequential(Lambda(lambda x: x), nn.ReLU())
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with di.backward_rule(net, "deconvnet"):
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert entered.wait(10)
+        torch.testing.assert_close(rule_grad(net, "gradient"), expected("gradient", None))
+        torch.testing.assert_close(rule_grad(net, "guided"), expected("guided", None))
+    finally:
+        release.set()
+        t.join()
+    assert backprop._INSTALLED[0] == 0
+
+
+@pytest.mark.slow
+def test_two_threads_on_the_pretrained_model(clf, photos):
+    ims = [photos["chelsea"], photos["coffee"]]
+    jobs = [lambda: di.saliency(clf, [ims[0]], target=909, rule="guided"),
+            lambda: di.saliency(clf, [ims[1]], target=909, rule="gradient")]
+    ref = [f() for f in jobs]
+    before, funcs = [model_state(clf.net)], _globals_snapshot()
+    out = _stress(jobs, calls=4)
+    for r, maps in zip(ref, out):
+        assert all(torch.equal(m, r) for m in maps)
+    _assert_clean(clf.net, before=before, funcs=funcs)

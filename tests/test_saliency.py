@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from state_helpers import assert_same_state, model_state
+from state_helpers import C, assert_same_state, conv_clf, linear_clf, model_state, rand_pil, tiny_clf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -14,41 +14,6 @@ from torch import nn
 
 import deepinside as di
 from deepinside.models import Classifier
-
-C, FRAC = 8, 0.8  # tiny crop side; resize_size = 10
-
-
-def tiny_clf(net: nn.Module, k: int, size: int = C, frac: float = FRAC, mean=(0.5,) * 3, std=(0.25,) * 3) -> Classifier:
-    return Classifier(net=net, device=torch.device("cpu"), input_size=size, crop_fraction=frac, mean=mean, std=std,
-                      interpolation=Image.BICUBIC, class_names=[f"class{i}" for i in range(k)],
-                      wnids=[f"n{i:08d}" for i in range(k)], name="tiny")
-
-
-def linear_clf(weight: torch.Tensor, size: int = C) -> Classifier:
-    """S(x) = W vec(x) + b: the paper's eq. 2, the saliency is exactly max_c |W_c| (by hand)."""
-    k = weight.shape[0]
-    lin = nn.Linear(3 * size * size, k)
-    with torch.no_grad():
-        lin.weight.copy_(weight.reshape(k, -1))
-        lin.bias.uniform_(-1, 1)
-    return tiny_clf(nn.Sequential(nn.Flatten(), lin), k, size)
-
-
-def conv_clf(seed: int = 0, k: int = 4, bn: bool = False) -> Classifier:
-    """A small non-linear ConvNet (any input side >= 4)."""
-    torch.manual_seed(seed)
-    layers = [nn.Conv2d(3, 6, 3, padding=1)] + ([nn.BatchNorm2d(6)] if bn else []) + [
-        nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, k)]
-    net = nn.Sequential(*layers).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return tiny_clf(net, k)
-
-
-def rand_pil(w: int, h: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
 def direct(clf: Classifier, x: torch.Tensor, target: list[int]) -> torch.Tensor:
@@ -187,7 +152,6 @@ def test_deterministic_and_detached_nonnegative():
 
 
 def test_rules_on_a_one_hidden_layer_net_by_hand():
-    pytest.importorskip("deepinside.backprop")
     torch.manual_seed(0)
     lin1, lin2 = nn.Linear(3 * 4 * 4, 6), nn.Linear(6, 2)
     clf = tiny_clf(nn.Sequential(nn.Flatten(), lin1, nn.ReLU(), lin2), 2, size=4)
@@ -340,7 +304,7 @@ def test_return_target_gives_the_classes_used():
 
 
 def test_box_share_by_hand():
-    from deepinside.saliency import box_share
+    from deepinside.saliency_maps import box_share
 
     m = np.zeros((4, 6))
     m[1, 1], m[3, 5] = 3.0, 1.0
@@ -409,7 +373,7 @@ def test_di_saliency_stays_the_function_whatever_is_imported_first():
     import subprocess
     import sys
 
-    code = ("import deepinside as di\nfrom deepinside.saliency import box_share\ndi.ten_crop_boxes\n"
+    code = ("import deepinside as di\nfrom deepinside.saliency_maps import box_share\ndi.ten_crop_boxes\n"
             "import deepinside.localisation\nassert callable(di.saliency), type(di.saliency)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import inspect
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -32,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RULES", "backward_rule", "find_rectifiers", "RuleStats", "input_gradient", "map_correlation",
-           "class_sensitivity", "bounded_rectifier_saturation"]
+__all__ = ["RULES", "backward_rule", "find_rectifiers", "RuleStats", "score_gradient",
+           "input_gradient", "map_correlation", "bounded_rectifier_saturation"]
 
 #: The three backward rules of Sect. 4, in the order the chapter shows them.
 RULES: tuple[str, ...] = ("gradient", "deconvnet", "guided")
@@ -156,15 +157,35 @@ def _may_call_functional_rectifier(m: nn.Module) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# Functional rectifiers: module attributes patched for the duration of each block. The wrappers
-# are built once, around the original functions, and read the rule from the innermost block.
+# Thread-scoped dispatch. The functional rectifiers (which the rectifier modules call too:
+# nn.ReLU -> F.relu -> torch.relu(_), nn.ReLU6 / nn.Hardtanh -> F.hardtanh -> torch._C._nn.hardtanh(_))
+# are replaced by dispatchers while at least one block is open in any thread (reference-counted,
+# under a lock). A dispatcher reads the rule from the calling thread's own stack of open blocks
+# and falls through to the original function when that stack is empty, so a block in one thread
+# never changes what another thread computes, two blocks on two models in two threads do not
+# wait on each other, and after the last block closes every function is the original again.
+# Nothing is stored on the network: no instance attribute, no hook, no changed flag.
 
-_ACTIVE: list["_Context"] = []  # stack of live contexts; functional calls use the innermost
-_SEEN = [0]                      # rectifier calls met inside any block (each block reads its delta)
+
+class _ThreadState(threading.local):
+    """Per-thread: the stack of open blocks (innermost last)."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Context] = []
+
+
+_LOCAL = _ThreadState()
+_INSTALL_LOCK = threading.Lock()
+_INSTALLED = [0]                          # open blocks, all threads together
+_SAVED: list[tuple[Any, str, bool, Any]] = []   # what the dispatchers replaced
+_NET_HOOK: list[Any] = []                 # the global module pre-hook handle while installed
 
 
 @dataclass
 class _Context:
+    """One open ``backward_rule`` block of one thread."""
+
+    net: nn.Module
     rule: str
     upper_gate: bool
     stats: RuleStats
@@ -174,12 +195,19 @@ class _Context:
         return _Rectifier.apply(x, hi, self.rule, inplace, self.upper_gate)
 
 
-def _route(input: Any, is_rectifier: bool, hi: float | None, inplace: bool) -> bool:
-    """Count a functional rectifier call; True when it must go through the rule's Function."""
-    if not _ACTIVE or not is_rectifier or not isinstance(input, torch.Tensor):
-        return False
-    _SEEN[0] += 1
-    return input.is_floating_point() and input.requires_grad and torch.is_grad_enabled()
+def _route(input: Any, is_rectifier: bool) -> _Context | None:
+    """The calling thread's innermost block when this call must go through its rule, else None.
+
+    Counts every rectifier call met inside a block (``RuleStats.seen``), routed or not."""
+    stack = _LOCAL.stack
+    if not stack or not is_rectifier or not isinstance(input, torch.Tensor):
+        return None
+    for open_ctx in stack:                 # an outer block sees its inner blocks' calls
+        open_ctx.stats.seen += 1
+    ctx = stack[-1]
+    if input.is_floating_point() and input.requires_grad and torch.is_grad_enabled():
+        return ctx
+    return None
 
 
 def _is_zero(v: Any) -> bool:
@@ -193,8 +221,9 @@ def _is_pos(v: Any) -> bool:
 def _make_relu(orig: Callable, inplace: bool, hi: float | None = None) -> Callable:
     """torch.relu(input), torch.relu_ (= F.relu_), Tensor.relu(_), torch._C._nn.relu6(_)."""
     def relu(input, *args, **kwargs):
-        if _route(input, not args and not kwargs, hi, inplace):
-            return _ACTIVE[-1].apply(input, hi, inplace)
+        ctx = _route(input, not args and not kwargs)
+        if ctx is not None:
+            return ctx.apply(input, hi, inplace)
         return orig(input, *args, **kwargs)
     return functools.wraps(orig)(relu)
 
@@ -202,9 +231,9 @@ def _make_relu(orig: Callable, inplace: bool, hi: float | None = None) -> Callab
 def _make_hardtanh(orig: Callable, inplace: bool) -> Callable:
     """torch._C._nn.hardtanh(_) (behind F.hardtanh, F.hardtanh_ and nn.Hardtanh/nn.ReLU6)."""
     def hardtanh(input, min_val=-1.0, max_val=1.0, *args, **kwargs):
-        if _route(input, _is_zero(min_val) and _is_pos(max_val) and not args and not kwargs,
-                  max_val, inplace):
-            return _ACTIVE[-1].apply(input, float(max_val), inplace)
+        ctx = _route(input, _is_zero(min_val) and _is_pos(max_val) and not args and not kwargs)
+        if ctx is not None:
+            return ctx.apply(input, float(max_val), inplace)
         return orig(input, min_val, max_val, *args, **kwargs)
     return functools.wraps(orig)(hardtanh)
 
@@ -213,19 +242,21 @@ def _make_clamp(orig: Callable, inplace: bool, min_only: bool = False) -> Callab
     """torch.clamp / clip / clamp_min (and the Tensor methods): a rectifier iff min == 0."""
     if min_only:
         def clamp(input, min, *args, **kwargs):
-            if _route(input, _is_zero(min) and not args and not kwargs, None, inplace):
-                return _ACTIVE[-1].apply(input, None, inplace)
+            ctx = _route(input, _is_zero(min) and not args and not kwargs)
+            if ctx is not None:
+                return ctx.apply(input, None, inplace)
             return orig(input, min, *args, **kwargs)
     else:
         def clamp(input, min=None, max=None, *args, **kwargs):
-            if _route(input, _is_zero(min) and _is_pos(max) and not args and not kwargs, max, inplace):
-                return _ACTIVE[-1].apply(input, None if max is None else float(max), inplace)
+            ctx = _route(input, _is_zero(min) and _is_pos(max) and not args and not kwargs)
+            if ctx is not None:
+                return ctx.apply(input, None if max is None else float(max), inplace)
             return orig(input, min, max, *args, **kwargs)
     return functools.wraps(orig)(clamp)
 
 
 def _functional_patches() -> list[tuple[Any, str, Callable]]:
-    """(owner, attribute, replacement) for every functional rectifier we intercept.
+    """(owner, attribute, dispatcher) for every functional rectifier we intercept.
 
     Patched at the lowest Python-visible level, so each call is seen once: ``F.relu`` calls
     ``torch.relu``/``torch.relu_``; ``F.relu6``, ``F.hardtanh`` and the ``nn.ReLU6``/``nn.Hardtanh``
@@ -240,7 +271,8 @@ def _functional_patches() -> list[tuple[Any, str, Callable]]:
     for name, inplace in (("relu6", False), ("relu6_", True)):
         if hasattr(nn_c, name):
             specs.append((nn_c, name, _make_relu(getattr(nn_c, name), inplace, hi=6.0)))
-    for owner, name, inplace in ((nn_c, "hardtanh", False), (nn_c, "hardtanh_", True), (F, "hardtanh_", True)):
+    for owner, name, inplace in ((nn_c, "hardtanh", False), (nn_c, "hardtanh_", True),
+                                 (F, "hardtanh_", True)):
         specs.append((owner, name, _make_hardtanh(getattr(owner, name), inplace)))
     for name, inplace in (("clamp", False), ("clip", False), ("clamp_", True), ("clip_", True)):
         for owner in (torch, tensor):
@@ -249,29 +281,55 @@ def _functional_patches() -> list[tuple[Any, str, Callable]]:
     for name, inplace in (("clamp_min", False), ("clamp_min_", True)):
         for owner in (torch, tensor):
             if hasattr(owner, name):
-                specs.append((owner, name, _make_clamp(getattr(owner, name), inplace, min_only=True)))
+                specs.append((owner, name, _make_clamp(getattr(owner, name), inplace,
+                                                       min_only=True)))
     return specs
 
 
 _PATCHES = _functional_patches()  # built at import, around the unpatched functions
 
 
-@contextlib.contextmanager
-def _patched_functionals() -> Iterator[None]:
-    """Swap the functional rectifiers for rule-aware ones; restore exactly in ``finally``."""
-    saved: list[tuple[Any, str, bool, Any]] = []
-    try:
-        for owner, name, fn in _PATCHES:
-            had_own = name in vars(owner)
-            saved.append((owner, name, had_own, vars(owner).get(name)))
-            setattr(owner, name, fn)
-        yield
-    finally:
-        for owner, name, had_own, value in reversed(saved):
-            if had_own:
-                setattr(owner, name, value)
-            else:
-                delattr(owner, name)           # e.g. Tensor.relu, inherited from the C base
+def _count_net_call(module: nn.Module, args: Any) -> None:
+    """Global forward pre-hook (installed with the dispatchers): counts the calls of a block's
+    own network made by the block's own thread (``RuleStats.net_calls``)."""
+    for ctx in _LOCAL.stack:
+        if ctx.net is module:
+            ctx.stats.net_calls += 1
+
+
+def _install() -> None:
+    """Open one block: install the dispatchers when it is the first open block anywhere."""
+    with _INSTALL_LOCK:
+        if _INSTALLED[0] == 0:
+            try:
+                for owner, name, fn in _PATCHES:
+                    _SAVED.append((owner, name, name in vars(owner), vars(owner).get(name)))
+                    setattr(owner, name, fn)
+                _NET_HOOK.append(nn.modules.module.register_module_forward_pre_hook(_count_net_call))
+            except BaseException:
+                _restore()
+                raise
+        _INSTALLED[0] += 1
+
+
+def _restore() -> None:
+    """Put back exactly what the dispatchers replaced (caller holds the lock)."""
+    while _NET_HOOK:
+        _NET_HOOK.pop().remove()
+    while _SAVED:
+        owner, name, had_own, value = _SAVED.pop()
+        if had_own:
+            setattr(owner, name, value)
+        else:
+            delattr(owner, name)           # e.g. Tensor.relu, inherited from the C base
+
+
+def _uninstall() -> None:
+    """Close one block: restore the original functions when it was the last open block."""
+    with _INSTALL_LOCK:
+        _INSTALLED[0] -= 1
+        if _INSTALLED[0] == 0:
+            _restore()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,13 +337,13 @@ def _patched_functionals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iterator[RuleStats]:
-    """Back-propagate through every rectifier of ``net`` with ``rule`` inside the ``with`` block.
+    """Back-propagate through every rectifier with ``rule`` inside the ``with`` block.
 
     Sect. 4 of Simonyan et al. (2014): for :math:`X_{n+1} = \\max(X_n, 0)` the gradient is
     :math:`\\partial f/\\partial X_n = \\partial f/\\partial X_{n+1} \\mathbf{1}(X_n > 0)` while the
     DeconvNet computes :math:`R_n = R_{n+1} \\mathbf{1}(R_{n+1} > 0)`. Rules:
 
-    - ``"gradient"``: the true (sub-)gradient. Nothing is patched: autograd is left untouched,
+    - ``"gradient"``: the true (sub-)gradient. Nothing is installed: autograd is left untouched,
       so results are bit-identical to plain ``backward()``.
     - ``"deconvnet"``: :math:`R_n = R_{n+1} \\mathbf{1}(R_{n+1} > 0)` (Zeiler & Fergus 2014).
     - ``"guided"``: :math:`R_n = R_{n+1} \\mathbf{1}(R_{n+1} > 0)\\, g(X_n)`, :math:`g` the
@@ -298,40 +356,37 @@ def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iter
     DeconvNet's gate", and above :math:`h` the unit is as constant as below 0, so dropping the
     upper half of the gradient's gate would make guided back-propagation pass signal through
     units that the forward pass cut off. ``upper_gate=False`` drops it (guided then uses
-    :math:`\\mathbf{1}(X > 0)` only). Chapter 4 measures the difference: on EfficientNet-Lite0
-    about 1.5 % of ReLU6 inputs saturate, yet the two guided maps correlate only ~0.5 (dropping the
-    gate lets the signal through every saturated unit, and that compounds over 33 layers).
+    :math:`\\mathbf{1}(X > 0)` only). Chapter 4 measures the difference.
 
-    What is acted on:
+    What is acted on: every rectifier call made **by the calling thread** during the block, when
+    its input requires grad under grad mode: the modules ``nn.ReLU`` (also in place), ``nn.ReLU6``
+    and ``nn.Hardtanh(0, h)`` (through the functions they call), and ``F.relu``, ``F.relu_``,
+    ``F.relu6``, ``F.hardtanh``/``hardtanh_`` with ``min_val == 0``, ``torch.relu``,
+    ``torch.relu_``, ``torch.clamp``/``clip``/``clamp_min`` (and their in-place and ``Tensor``
+    method forms) with ``min == 0`` and ``max`` None or positive. In-place rectifiers stay in
+    place. A builtin bound to another name before the first block (``from torch import relu``)
+    is not seen; the Python wrappers ``F.relu``/``F.relu6``/``F.hardtanh`` are, even when stored.
 
-    - rectifier modules inside ``net``: ``nn.ReLU`` (also ``inplace=True``), ``nn.ReLU6`` and any
-      ``nn.Hardtanh`` with ``min_val == 0``. Their ``forward`` is replaced by an instance attribute
-      calling an ``autograd.Function`` with the rule's backward; in-place modules stay in place.
-    - functional calls made during the block: ``F.relu``, ``F.relu_``, ``F.relu6``,
-      ``F.hardtanh``/``hardtanh_`` with ``min_val == 0``, ``torch.relu``, ``torch.relu_``,
-      ``torch.clamp``/``clip``/``clamp_min`` (and their in-place and ``Tensor`` method forms)
-      with ``min == 0`` and ``max`` None or positive, when the input requires grad. These are
-      module-level patches of ``torch``, ``torch._C._nn``, ``torch.nn.functional`` and
-      ``torch.Tensor`` (see ``_functional_patches``): GLOBAL to the process for the duration of
-      the block (any model's call is affected) and NOT thread-safe. A builtin bound to another
-      name before the block (``from torch import relu``, ``self.act = torch.relu``) is not seen;
-      the Python wrappers ``F.relu``/``F.relu6``/``F.hardtanh`` are, even when stored.
+    Concurrency: safe. The functions above are replaced by thread-aware dispatchers while any
+    block is open in the process (installed by the first block, removed by the last; a lock
+    guards the count); a thread without an open block gets the original functions' results,
+    bit for bit, so blocks on two threads (same or different models, different rules) neither
+    interfere nor wait on each other. Nothing is written to ``net``: no instance attribute, no
+    hook, no changed flag (a global forward pre-hook counts the network's calls while the
+    dispatchers are installed, and goes with them).
 
     Not rectifiers, left with their true gradient (a warning names them): SiLU, GELU, LeakyReLU,
-    ELU, Hardswish, ... Nested blocks work (last in, first out): the innermost rule is used for
-    functional calls. The rule is fixed when the forward pass runs: build the graph inside the
-    block (calling ``backward`` after leaving it is fine).
-
-    On exit, also on an exception, every forward, ``inplace`` flag and patched function is
-    restored exactly and the temporary forward pre-hook (counting network calls) is removed.
+    ELU, Hardswish, ... Nested blocks work (last in, first out): the innermost rule is used.
+    The rule is fixed when the forward pass runs: build the graph inside the block (calling
+    ``backward`` after leaving it is fine, also from another thread).
 
     Args:
-        net: the network (not modified beyond the block).
+        net: the network (not modified).
         rule: one of :data:`RULES`.
         upper_gate: for ``"guided"`` on bounded rectifiers, keep the gate :math:`\\mathbf{1}(X<h)`.
 
     Yields:
-        :class:`RuleStats`: the rectifier modules switched and the number of rectifier calls.
+        :class:`RuleStats`: the rectifier modules of ``net`` and the rectifier calls seen.
 
     Raises:
         TypeError: ``net`` is not an ``nn.Module``.
@@ -354,56 +409,26 @@ def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iter
             f"backward rule {rule!r} cannot act on {type(net).__name__}: it has no rectifier "
             "(no nn.ReLU / nn.ReLU6 / nn.Hardtanh(0, h) module and no relu/clamp call in any "
             "forward); only rule='gradient' is defined for it")
-    others = sorted({type(m).__name__ for m in net.modules() if isinstance(m, _UNSUPPORTED_ACTIVATIONS)})
+    others = sorted({type(m).__name__ for m in net.modules()
+                     if isinstance(m, _UNSUPPORTED_ACTIVATIONS)})
     if others:
         warnings.warn(f"backward_rule({rule!r}): {', '.join(others)} are not rectifiers; they keep "
                       "their true gradient", stacklevel=3)
+    stats.modules = [name for name, _ in rectifiers]
 
-    ctx = _Context(rule=rule, upper_gate=upper_gate, stats=stats)
-    saved_forwards: list[tuple[nn.Module, bool, Any]] = []
-    handle = None
-
-    def count_call(module: nn.Module, args: Any) -> None:
-        stats.net_calls += 1
-
-    failed = False
-    seen_at_entry = _SEEN[0]
-    with contextlib.ExitStack() as stack:
-        try:
-            for name, m in rectifiers:
-                saved_forwards.append((m, "forward" in vars(m), vars(m).get("forward")))
-                hi = _rectifier_bound(m)[1]
-
-                def forward(input: torch.Tensor, _m: nn.Module = m, _hi: float | None = hi) -> torch.Tensor:
-                    if isinstance(input, torch.Tensor) and input.is_floating_point() and \
-                            input.requires_grad and torch.is_grad_enabled():
-                        _SEEN[0] += 1
-                        return ctx.apply(input, _hi, bool(getattr(_m, "inplace", False)))
-                    return type(_m).forward(_m, input)  # counted by the patched F.relu/hardtanh
-
-                m.forward = forward
-                stats.modules.append(name)
-            handle = net.register_forward_pre_hook(count_call)
-            stack.enter_context(_patched_functionals())
-            _ACTIVE.append(ctx)
-            yield stats
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            if _ACTIVE and _ACTIVE[-1] is ctx:
-                _ACTIVE.pop()
-            elif ctx in _ACTIVE:
-                _ACTIVE.remove(ctx)
-            stats.seen = _SEEN[0] - seen_at_entry
-            if handle is not None:
-                handle.remove()
-            for m, had_own, value in reversed(saved_forwards):
-                if had_own:
-                    m.forward = value
-                else:
-                    del m.forward
-    if not failed and stats.net_calls > 0 and stats.seen == 0:
+    ctx = _Context(net=net, rule=rule, upper_gate=upper_gate, stats=stats)
+    stack = _LOCAL.stack
+    _install()
+    try:
+        stack.append(ctx)
+        yield stats
+    finally:
+        if stack and stack[-1] is ctx:
+            stack.pop()
+        elif ctx in stack:
+            stack.remove(ctx)
+        _uninstall()
+    if stats.net_calls > 0 and stats.seen == 0:
         raise ValueError(
             f"backward rule {rule!r} was not applied: {type(net).__name__} ran {stats.net_calls} "
             "time(s) in the block without calling a rectifier (ReLU/ReLU6/Hardtanh(0, h)/"
@@ -413,29 +438,68 @@ def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iter
 # --- measurements for chapter 4 ---------------------------------------------------------------------
 
 
-def input_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | Sequence[int], rule: str = "gradient",
-                   **rule_kwargs: Any) -> torch.Tensor:
-    """:math:`\\partial S_c / \\partial x` back-propagated with ``rule``: ``(N, C, H, W)``, signed.
+def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, *,
+                   group: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4, :math:`w = \\partial S_c / \\partial I |_{I_0}`, signed, under the rule in force.
 
     One forward and one backward pass for the whole batch: :math:`\\sum_n S_{c_n}(x_n)` is
-    differentiated, which gives each image its own derivative. ``net`` maps ``x`` to scores
-    ``(N, K)``; ``target`` holds one class per image. The model's parameters get no ``.grad``.
+    differentiated, which gives each image its own derivative (the network treats the images
+    of a batch independently: eval mode). Whatever :func:`backward_rule` block is open decides
+    how the rectifiers back-propagate; grad mode is switched on here. The one implementation
+    of eq. 4 in the package: :func:`input_gradient` returns it, :func:`deepinside.saliency`
+    reduces it with :math:`\\max_c |w|`.
+
+    Args:
+        net: maps ``(B, C, H, W)`` to scores ``(B, K)`` (unnormalised: logits).
+        x: ``(B, C, H, W)`` input (not modified; a detached leaf gets the gradient).
+        target: ``(B,)`` long class per row, or None: the top-1 class of the scores averaged
+            over consecutive groups of ``group`` rows (``group = 10``: the 10 crops of an image).
+        group: rows per image for ``target=None``; ``B`` must be a multiple of it.
+
+    Returns:
+        ``w`` ``(B, C, H, W)`` and the classes used ``(B,)`` (long, on ``x.device``).
+
+    Raises:
+        ValueError: scores not ``(B, K)``, a class out of range, ``B`` not a multiple of ``group``.
+    """
+    if target is None and x.shape[0] % group:
+        raise ValueError(f"{x.shape[0]} rows do not split into groups of {group}")
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        scores = net(xg)
+        if scores.ndim != 2 or scores.shape[0] != x.shape[0]:
+            raise ValueError(f"the network returned scores of shape {tuple(scores.shape)}, "
+                             f"expected ({x.shape[0]}, classes)")
+        if target is None:
+            with torch.no_grad():
+                avg = scores.detach().view(-1, group, scores.shape[1]).mean(1)
+                target = avg.argmax(1).repeat_interleave(group)
+        elif int(target.min()) < 0 or int(target.max()) >= scores.shape[1]:
+            raise ValueError(f"target {target.tolist()} out of range: the network has "
+                             f"{scores.shape[1]} classes")
+        (w,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), xg)
+    return w, target
+
+
+def input_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | Sequence[int],
+                   rule: str = "gradient", **rule_kwargs: Any) -> torch.Tensor:
+    """:math:`\\partial S_c / \\partial x` back-propagated with ``rule``: ``(N, C, H, W)``, signed.
+
+    Eq. 4 (:func:`score_gradient`) inside ``backward_rule(net, rule, **rule_kwargs)``.
+    ``net`` maps ``x`` to scores ``(N, K)``; ``target`` holds one class per image. The model's
+    parameters get no ``.grad``.
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"x must be a (N, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor, got {x.dtype}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
     target = torch.as_tensor(target, device=x.device).reshape(-1)
     if len(target) != len(x):
         raise ValueError(f"target has {len(target)} classes for {len(x)} images")
-    xx = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), backward_rule(net, rule, **rule_kwargs):
-        scores = net(xx)
-        if scores.ndim != 2:
-            raise ValueError(f"the network returned scores of shape {tuple(scores.shape)}, expected (N, classes)")
-        if int(target.min()) < 0 or int(target.max()) >= scores.shape[1]:
-            raise ValueError(f"target {target.tolist()} out of range: the network has {scores.shape[1]} classes")
-        (g,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), xx)
+    with backward_rule(net, rule, **rule_kwargs):
+        g, _ = score_gradient(net, x, target.long())
     return g
 
 
@@ -453,30 +517,6 @@ def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b = b - b.mean(1, keepdim=True)
     den = (a.norm(dim=1) * b.norm(dim=1)).clamp(min=1e-300)
     return ((a * b).sum(1) / den).float()
-
-
-def class_sensitivity(clf: Any, images: Any, classes_a: Sequence[int], classes_b: Sequence[int],
-                      rules: Sequence[str] = RULES, batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """How much a saliency map changes with the class, per backward rule.
-
-    For each rule, the saliency maps :math:`M` (Sect. 3.1: max over colour channels of
-    :math:`|\\partial S_c / \\partial I|`, centre crop) of image :math:`n` for class
-    ``classes_a[n]`` and for ``classes_b[n]``, and their Pearson correlation. Gradient maps of
-    two classes differ; DeconvNet and guided maps hardly do (chapter 4).
-
-    Returns:
-        rule -> ``(N,)`` correlations.
-    """
-    from .saliency import saliency
-
-    if len(classes_a) != len(classes_b):
-        raise ValueError(f"classes_a and classes_b must have one class per image, got {len(classes_a)} and {len(classes_b)}")
-    out = {}
-    for rule in rules:
-        ma = saliency(clf, images, list(classes_a), rule=rule, batch_size=batch_size)
-        mb = saliency(clf, images, list(classes_b), rule=rule, batch_size=batch_size)
-        out[rule] = map_correlation(ma, mb)
-    return out
 
 
 def bounded_rectifier_saturation(net: nn.Module, x: torch.Tensor) -> float:

@@ -21,7 +21,6 @@ connected component of the saliency map above a fraction of its maximum, as CAM 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Literal, Mapping, Sequence
 
@@ -30,7 +29,10 @@ import torch
 from PIL import Image
 
 from ._progress import progress
-from .localisation import Crops, bounding_box, full_image_input, segment, smooth_saliency
+from .data import load_image
+from .frames import Crops, check_crops, frame_box, map_to_image
+from .localisation import bounding_box, full_image_input, segment, smooth_saliency
+from .saliency_maps import saliency
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
            "evaluate_classification", "threshold_box", "centered_box", "compare_methods", "results_markdown",
@@ -159,16 +161,6 @@ class SaliencyCache:
         return out
 
 
-def _frame(clf, crops: str, width: int, height: int) -> tuple[int, int, int, int]:
-    if crops == "center":
-        return clf.center_crop_box(width, height)
-    if crops == "ten":
-        from .saliency import _square_box
-
-        return _square_box(width, height)
-    return 0, 0, width, height
-
-
 def precompute_saliency(
     clf,
     dataset,
@@ -191,10 +183,7 @@ def precompute_saliency(
         dataset: an :class:`~deepinside.data.IlsvrcDataset` (or any sequence of
             ``(PIL image, record)`` with ``record.boxes`` / ``record.box_wnids`` / ``record.label``).
     """
-    sal_mod = importlib.import_module(".saliency", __package__)
-
-    if crops not in ("center", "ten", "full"):
-        raise ValueError(f"crops must be 'center', 'ten' or 'full', got {crops!r}")
+    check_crops(crops)
     if classes not in ("needed", "all"):
         raise ValueError(f"classes must be 'needed' or 'all', got {classes!r}")
     if not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(clf.class_names):
@@ -217,7 +206,7 @@ def precompute_saliency(
         for j, (im, rec) in enumerate(items):
             i = start + j
             cache.sizes[i] = im.size
-            cache.frames[i] = _frame(clf, crops, *im.size)
+            cache.frames[i] = frame_box(clf, crops, *im.size)
             gt = set(_gt_classes(clf, rec))
             pairs += [(i, r) for r in range(topk) if classes == "all" or int(all_cls[i, r]) in gt]
         if pairs:
@@ -228,12 +217,12 @@ def precompute_saliency(
                     groups.setdefault(tuple(x.shape), []).append((i, r, x))
                 for grp in groups.values():
                     x = torch.cat([g[2] for g in grp])
-                    maps = sal_mod.saliency(clf, x, target=[int(all_cls[i, r]) for i, r, _ in grp],
+                    maps = saliency(clf, x, target=[int(all_cls[i, r]) for i, r, _ in grp],
                                             rule=rule, batch_size=batch_size)
                     for (i, r, _), m in zip(grp, maps):
                         cache.maps[(i, r)] = _unit(m)
             else:
-                maps = sal_mod.saliency(clf, [imgs[i - start] for i, _ in pairs],
+                maps = saliency(clf, [imgs[i - start] for i, _ in pairs],
                                         target=[int(all_cls[i, r]) for i, r in pairs],
                                         crops=crops, rule=rule, batch_size=batch_size)
                 for (i, r), m in zip(pairs, maps):
@@ -351,8 +340,6 @@ def evaluate_localisation(
 
 
 def _load(rec) -> Image.Image:
-    from .data import load_image
-
     return load_image(rec.image_path)
 
 

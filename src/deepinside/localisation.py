@@ -30,13 +30,16 @@ default chosen by measurement on 200 ILSVRC-2012 validation images (chapter 3 sh
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .data import to_rgb
+from .frames import CROPS, Crops, check_crops, full_image_size, map_to_image
+from .saliency_maps import saliency as _saliency
 
 __all__ = ["segment", "bounding_box", "localise", "localise_details", "saliency_seeds", "smooth_saliency",
            "saliency_in_image", "full_image_input", "Segmentation", "Detection", "LocalisationDetails"]
@@ -91,8 +94,6 @@ class Detection(NamedTuple):
 def _image_array(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
     """PIL / ``(H,W,3)`` / ``(H,W)`` array or tensor -> ``(H, W, 3)`` float64 in 0..255."""
     if isinstance(image, Image.Image):
-        from .data import to_rgb
-
         arr = np.asarray(to_rgb(image), dtype=np.float64)
     else:
         if isinstance(image, torch.Tensor):
@@ -480,9 +481,6 @@ def bounding_box(mask: np.ndarray | torch.Tensor, largest_component: bool = True
 
 # -- saliency on original pixels -----------------------------------------------------------------
 
-Crops = Literal["center", "ten", "full"]
-
-
 def full_image_input(clf, image: Image.Image, side: int | None = None) -> torch.Tensor:
     """The whole image, resized (bicubic) so its shorter side is ``side`` (default
     ``clf.input_size``) keeping its aspect ratio, normalised: ``(1, 3, h, w)``.
@@ -490,10 +488,7 @@ def full_image_input(clf, image: Image.Image, side: int | None = None) -> torch.
     EfficientNet ends in global average pooling, so it classifies inputs of any size; the saliency
     of this input covers every pixel of the image, where the centre crop leaves the sides out.
     """
-    side = side or clf.input_size
-    W, H = image.size
-    s = side / min(W, H)
-    size = (max(side, round(W * s)), max(side, round(H * s)))
+    size = full_image_size(*image.size, side or clf.input_size)
     return clf.normalize(clf.to_tensor01([image.resize(size, clf.interpolation)]))
 
 
@@ -509,21 +504,18 @@ def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Cr
     """
     import cv2
 
-    sal_mod = importlib.import_module(".saliency", __package__)
-
-    if crops not in ("center", "ten", "full"):
-        raise ValueError(f"crops must be 'center', 'ten' or 'full', got {crops!r}")
+    check_crops(crops)
     classes = [clf.class_index(c) for c in classes]
     if not classes:
         raise ValueError("saliency_in_image() needs at least one class")
     W, H = image.size
     if crops == "full":
         x = full_image_input(clf, image).repeat(len(classes), 1, 1, 1)
-        maps = sal_mod.saliency(clf, x, target=classes, batch_size=batch_size)
+        maps = _saliency(clf, x, target=classes, batch_size=batch_size)
         maps = maps.detach().float().cpu().numpy()
         return np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in maps])
-    maps = sal_mod.saliency(clf, [image] * len(classes), target=classes, crops=crops, batch_size=batch_size)
-    return sal_mod.saliency_to_image(maps, image_size=(W, H), clf=clf, crops=crops).float().cpu().numpy()
+    maps = _saliency(clf, [image] * len(classes), target=classes, crops=crops, batch_size=batch_size)
+    return map_to_image(maps, image_size=(W, H), clf=clf, crops=crops).float().cpu().numpy()
 
 
 class LocalisationDetails(NamedTuple):
@@ -553,8 +545,7 @@ def localise_details(
 ) -> list[LocalisationDetails]:
     """:func:`localise` keeping each class's saliency map and :class:`Segmentation` (Fig. 3 panels)."""
     _check_localise_args(clf, image, topk)
-    if crops not in ("center", "ten", "full"):
-        raise ValueError(f"crops must be 'center', 'ten' or 'full', got {crops!r}")
+    check_crops(crops)
     preds = clf.predict([image], topk=int(topk))[0]
     maps = saliency_in_image(clf, image, [c for c, _, _ in preds], crops=crops, batch_size=batch_size)
     out = []

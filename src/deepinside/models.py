@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .frames import center_crop_box
+
 __all__ = [
     "Classifier",
     "load_classifier",
@@ -121,10 +123,7 @@ class Classifier:
         Its side is ``floor(crop_fraction * min(width, height))`` and it is centred as in
         TensorFlow's ``_decode_and_center_crop`` (offset ``(size - side + 1) // 2``).
         """
-        side = max(1, int(self.crop_fraction * min(width, height)))
-        x0 = (width - side + 1) // 2
-        y0 = (height - side + 1) // 2
-        return x0, y0, x0 + side, y0 + side
+        return center_crop_box(width, height, self.crop_fraction)
 
     # -- preprocessing --------------------------------------------------------------------
     def crop_and_resize(self, image: Image.Image) -> Image.Image:

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .frames import MAP_CROPS, central_square, check_crops
+from .saliency_maps import saliency
+
 __all__ = [
     "as_image_array", "image_grid", "draw_box", "predictions_figure",
     "stretch", "class_models_figure", "objective_curves_figure",                      # Fig. 1
@@ -193,12 +196,10 @@ def saliency_frame(clf, image: Image.Image, crops: str = "center") -> Image.Imag
     ``clf.preprocess`` feeds the network); ``"ten"``: the central square resized to
     ``clf.resize_size``, the frame of the 10-crop map (:func:`deepinside.ten_crop_boxes`).
     """
+    check_crops(crops, MAP_CROPS)
     if crops == "center":
         return clf.crop_and_resize(image)
-    from .saliency import _square_box
-
-    s = clf.resize_size
-    return image.convert("RGB").crop(_square_box(*image.size)).resize((s, s), clf.interpolation)
+    return central_square(clf, image, clf.interpolation)
 
 
 def saliency_figure(
@@ -262,8 +263,6 @@ def saliency_figure(
 
 def saliency_panel(clf, image: Image.Image, target=None, crops: str = "center", name: str | None = None):
     """One image and the saliency map of one class (default: its top-1 class), side by side."""
-    from .saliency import saliency
-
     maps, cls = saliency(clf, image, target=target, crops=crops, return_target=True)
     c = int(cls[0])
     label = f"{clf.class_names[c]} ({c})"

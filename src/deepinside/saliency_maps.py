@@ -38,62 +38,29 @@ back onto the original image's pixels.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from ._progress import progress
+from .backprop import backward_rule, map_correlation, score_gradient
+from .frames import (MAP_CROPS, central_square, check_crops, map_to_image,
+                     ten_crop_boxes, ten_crop_coverage)
 from .models import Classifier, frozen
 
-__all__ = ["saliency", "ten_crop_boxes", "saliency_to_image", "saliency_box_share", "box_share", "saliency_cost",
-           "CROPS", "SALIENCY_RULES"]
+__all__ = ["saliency", "ten_crop_boxes",  # ten_crop_boxes: re-exported from frames
+           "saliency_to_image", "saliency_box_share", "box_share", "saliency_cost",
+           "CROPS", "SALIENCY_RULES", "class_sensitivity"]
 
-#: Accepted values of ``crops``.
-CROPS = ("center", "ten")
+#: Accepted values of ``crops`` (the frames of :mod:`deepinside.frames` computed from PIL images).
+CROPS = MAP_CROPS
 #: Accepted values of ``rule`` (Sect. 4: plain gradient, DeconvNet, guided backpropagation).
 SALIENCY_RULES = ("gradient", "deconvnet", "guided")
 
 Target = int | str | Sequence[int | str] | np.ndarray | torch.Tensor | None
-
-
-# -- geometry ------------------------------------------------------------------------------------
-
-
-def ten_crop_boxes(clf: Classifier) -> list[tuple[int, int, int, int, bool]]:
-    """The 10 sub-images of the paper's 10-crop averaging, in the resized central square.
-
-    Returns ``[(x0, y0, x1, y1, flipped), ...]`` (pixels, half-open) in the frame of the central
-    square resized to ``S = clf.resize_size``: the top-left, top-right, bottom-left, bottom-right
-    and centre crops of side ``C = clf.input_size``, then the same five horizontally flipped
-    (Krizhevsky et al. 2012; Simonyan et al. 2014, Sect. 3.1). Every pixel of the ``S x S``
-    square is covered by at least one crop as long as ``C >= S / 2``.
-    """
-    s, c = clf.resize_size, clf.input_size
-    if c > s:
-        raise ValueError(f"input_size {c} is larger than resize_size {s}: cannot cut 10 crops")
-    o = (s - c + 1) // 2
-    five = [(0, 0, c, c), (s - c, 0, s, c), (0, s - c, c, s), (s - c, s - c, s, s), (o, o, o + c, o + c)]
-    return [(*b, False) for b in five] + [(*b, True) for b in five]
-
-
-def _square_box(width: int, height: int) -> tuple[int, int, int, int]:
-    """Central square of an image, side ``min(width, height)``, centred like the centre crop."""
-    side = min(width, height)
-    x0, y0 = (width - side + 1) // 2, (height - side + 1) // 2
-    return x0, y0, x0 + side, y0 + side
-
-
-def _coverage(clf: Classifier, device: torch.device) -> torch.Tensor:
-    """``(S, S)`` number of the 10 crops covering each pixel of the square."""
-    s = clf.resize_size
-    cnt = torch.zeros(s, s, device=device)
-    for x0, y0, x1, y1, _ in ten_crop_boxes(clf):
-        cnt[y0:y1, x0:x1] += 1
-    if (cnt == 0).any():
-        raise ValueError(f"the 10 crops of side {clf.input_size} do not cover the {s}x{s} square")
-    return cnt
 
 
 # -- input checks ----------------------------------------------------------------------------------
@@ -163,39 +130,11 @@ def _frozen(net: torch.nn.Module):
     return contextlib.nullcontext(net)
 
 
-def _rule_context(clf: Classifier, rule: str):
-    if rule == "gradient":
-        return contextlib.nullcontext()
-    from .backprop import backward_rule  # lazy: Sect. 4 lives in its own module
-
-    return backward_rule(clf.net, rule)
-
-
 def _saliency_batch(clf: Classifier, x: torch.Tensor, target: torch.Tensor | None,
                     group: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward + one backward pass for a chunk: eq. 4 and the channel maximum.
-
-    Args:
-        x: ``(B, 3, H, W)`` normalised input (not modified; a leaf copy gets the gradient).
-        target: ``(B,)`` class per row, or None: the top-1 class of the scores averaged over
-            consecutive groups of ``group`` rows (``group = 10`` for the 10 crops of an image).
-
-    Returns:
-        ``M`` ``(B, H, W)`` = max over channels of ``|dS_c/dx|``, and the classes used ``(B,)``.
-    """
-    xg = x.detach().requires_grad_(True)
-    scores = clf.net(xg)
-    if scores.ndim != 2 or scores.shape[0] != x.shape[0]:
-        raise ValueError(f"the network returned scores of shape {tuple(scores.shape)}, expected ({x.shape[0]}, classes)")
-    if target is None:
-        with torch.no_grad():
-            avg = scores.detach().view(-1, group, scores.shape[1]).mean(1)
-            target = avg.argmax(1).repeat_interleave(group)
-    elif int(target.max()) >= scores.shape[1]:
-        raise ValueError(f"target class {int(target.max())} is out of range: the network has {scores.shape[1]} outputs")
-    # sum_n S_{c_n}(x_n): one backward gives each image's own derivative (eq. 4)
-    total = scores.gather(1, target[:, None]).sum()
-    (w,) = torch.autograd.grad(total, xg)
+    """Eq. 4 for a chunk (:func:`deepinside.backprop.score_gradient`, under the rule in force)
+    reduced by the channel maximum: ``M`` ``(B, H, W)`` and the classes used ``(B,)``."""
+    w, target = score_gradient(clf.net, x, target, group=group)
     return w.abs_().amax(dim=1), target  # w is ours: abs in place saves a copy
 
 
@@ -247,8 +186,7 @@ def saliency(
             ``rule``, a tensor input with ``crops="ten"``.
         TypeError: inputs of the wrong type.
     """
-    if crops not in CROPS:
-        raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
+    check_crops(crops, CROPS)
     if rule not in SALIENCY_RULES:
         raise ValueError(f"rule must be one of {SALIENCY_RULES}, got {rule!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -259,7 +197,7 @@ def saliency(
     if isinstance(imgs, torch.Tensor) and crops != "center":
         raise ValueError("a preprocessed tensor has already been cropped: use crops='center' with tensor input, "
                          "or pass PIL images for crops='ten'")
-    with _frozen(clf.net), torch.enable_grad(), _rule_context(clf, rule):
+    with _frozen(clf.net), torch.enable_grad(), backward_rule(clf.net, rule):
         maps, classes = (_center if crops == "center" else _ten)(clf, imgs, tgt, batch_size)
     return (maps, classes) if return_target else maps
 
@@ -277,10 +215,8 @@ def _center(clf: Classifier, imgs: list[Image.Image] | torch.Tensor, tgt: torch.
 
 
 def _squares(clf: Classifier, imgs: Sequence[Image.Image]) -> torch.Tensor:
-    """PIL images -> ``(n, 3, S, S)`` normalised central squares resized to ``S = resize_size``."""
-    s = clf.resize_size
-    sq = [im.convert("RGB").crop(_square_box(*im.size)).resize((s, s), clf.interpolation) for im in imgs]
-    return clf.normalize(clf.to_tensor01(sq))
+    """PIL images -> ``(n, 3, S, S)`` normalised central squares (:func:`frames.central_square`)."""
+    return clf.normalize(clf.to_tensor01([central_square(clf, im, clf.interpolation) for im in imgs]))
 
 
 def _crop_batch(squares: torch.Tensor, boxes: list[tuple[int, int, int, int, bool]]) -> torch.Tensor:
@@ -304,7 +240,7 @@ def _ten(clf: Classifier, imgs: list[Image.Image], tgt: torch.Tensor | None,
     boxes = ten_crop_boxes(clf)
     k = len(boxes)
     s = clf.resize_size
-    cover = _coverage(clf, clf.device)
+    cover = ten_crop_coverage(clf, clf.device)
     n = len(imgs)
     if tgt is None and batch_size < k:
         # chunks cannot hold all crops of an image: classify first (one extra forward pass)
@@ -331,46 +267,21 @@ def saliency_to_image(
     clf: Classifier,
     crops: str = "center",
 ) -> torch.Tensor | np.ndarray:
-    """Put saliency maps back onto the original image's pixels.
+    """Put saliency maps back onto the original image's pixels (:func:`frames.map_to_image`).
 
-    The frame of ``crops="center"`` maps is the centre crop :meth:`Classifier.center_crop_box`
-    of the original image; the frame of ``crops="ten"`` maps is the central square of side
-    ``min(W, H)``. The map is resized into that box with bilinear interpolation
-    (``align_corners=False``, i.e. pixel centres aligned); pixels of the original image outside
-    the box get saliency 0 (the network never saw them).
+    The frame of ``crops="center"`` maps is the centre crop, of ``crops="ten"`` maps the central
+    square of side ``min(W, H)``, of ``"full"`` the whole image; pixels outside get 0.
 
     Args:
         maps: ``(h, w)`` or ``(N, h, w)`` maps (tensor or numpy array).
-        image_size: ``(W, H)`` of the original image (PIL's ``image.size``), or the PIL image.
+        image_size: ``(W, H)`` of the original image, or the PIL image.
         clf: the classifier that produced the maps (its crop geometry).
         crops: the ``crops`` the maps were computed with.
 
     Returns:
         ``(H, W)`` or ``(N, H, W)``, same type (tensor on the same device, or numpy) as ``maps``.
     """
-    if crops not in CROPS:
-        raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
-    if isinstance(image_size, Image.Image):
-        image_size = image_size.size
-    try:
-        width, height = (int(v) for v in image_size)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"image_size must be (W, H) or a PIL image, got {image_size!r}") from e
-    if width < 1 or height < 1:
-        raise ValueError(f"image_size must be positive, got {(width, height)}")
-    is_np = isinstance(maps, np.ndarray)
-    m = torch.from_numpy(np.asarray(maps, dtype=np.float32)) if is_np else maps
-    if not isinstance(m, torch.Tensor) or m.ndim not in (2, 3):
-        raise ValueError(f"maps must be an (h, w) or (N, h, w) tensor/array, got "
-                         f"{tuple(m.shape) if hasattr(m, 'shape') else type(maps).__name__}")
-    single = m.ndim == 2
-    m3 = m[None] if single else m
-    x0, y0, x1, y1 = clf.center_crop_box(width, height) if crops == "center" else _square_box(width, height)
-    inside = F.interpolate(m3[:, None].float(), size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[:, 0]
-    full = torch.zeros(m3.shape[0], height, width, dtype=inside.dtype, device=m3.device)
-    full[:, y0:y1, x0:x1] = inside
-    full = full[0] if single else full
-    return full.cpu().numpy() if is_np else full
+    return map_to_image(maps, image_size, clf, crops)
 
 
 # -- where the saliency lies -----------------------------------------------------------------------
@@ -436,8 +347,6 @@ def saliency_box_share(
         - ``"outside_center"``: share of the map's mass outside the centre-crop box (0 for
           ``crops="center"``).
     """
-    from ._progress import progress
-
     images = list(images)
     if len(boxes) != len(images):
         raise ValueError(f"got {len(boxes)} box lists for {len(images)} images: give one list of boxes per image")
@@ -458,6 +367,29 @@ def saliency_box_share(
             res["share_center"].append(box_share(inner, bx))
             res["outside_center"].append(1.0 - float(inner.sum() / full.sum()))
     return {k: np.array(v) for k, v in res.items()}
+
+
+def class_sensitivity(clf: Any, images: Any, classes_a: Sequence[int], classes_b: Sequence[int],
+                      rules: Sequence[str] = SALIENCY_RULES, batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """How much a saliency map changes with the class, per backward rule.
+
+    For each rule, the saliency maps :math:`M` (Sect. 3.1: max over colour channels of
+    :math:`|\\partial S_c / \\partial I|`, centre crop) of image :math:`n` for class
+    ``classes_a[n]`` and for ``classes_b[n]``, and their Pearson correlation. Gradient maps of
+    two classes differ; DeconvNet and guided maps hardly do (chapter 4).
+
+    Returns:
+        rule -> ``(N,)`` correlations.
+    """
+    if len(classes_a) != len(classes_b):
+        raise ValueError(f"classes_a and classes_b must have one class per image, got {len(classes_a)} and {len(classes_b)}")
+    out = {}
+    for rule in rules:
+        ma = saliency(clf, images, list(classes_a), rule=rule, batch_size=batch_size)
+        mb = saliency(clf, images, list(classes_b), rule=rule, batch_size=batch_size)
+        out[rule] = map_correlation(ma, mb)
+    return out
+
 
 
 # -- cost ------------------------------------------------------------------------------------------
@@ -483,8 +415,6 @@ def saliency_cost(clf: Classifier, images: Sequence[Image.Image], repeats: int =
     Returns:
         Seconds per image: ``"forward"``, ``"map"``, ``"map_pil"``, ``"map_ten"``.
     """
-    import time
-
     images = list(images)
     n = len(images)
     x = clf.preprocess(images)
