@@ -1,0 +1,512 @@
+"""One registry of saliency methods by name: the paper's map and what came after.
+
+Every method answers the same question (which input pixels matter for the score :math:`S_c` of
+class :math:`c`?) with the same signature, so that one name works everywhere (localisation,
+evaluation, the metrics of chapter 6, the command line, the explorer)::
+
+    maps = compute_maps(clf, images, targets, method="gradient", **options)   # (N, H, W) >= 0
+
+**The frame.** Maps live on the network-input grid of the centre crop: ``images`` are PIL images
+(cropped and resized by ``clf.preprocess``: :meth:`Classifier.center_crop_box` of the original
+image, resized to ``input_size``) or an already normalised ``(N, 3, H, W)`` tensor, and pixel
+``(i, j)`` of a map is pixel ``(i, j)`` of that input. :func:`deepinside.frames.map_to_image`
+(``crops="center"``) puts a map back on the original image's pixels.
+
+Registered methods:
+
+- ``"gradient"``: Simonyan et al. (2014), Sect. 3.1, eq. 4:
+  :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|`, :math:`w = \\partial S_c / \\partial I |_{I_0}`
+  (:func:`deepinside.saliency`).
+- ``"deconvnet"`` and ``"guided"``: the same pass with the rectifiers' backward rule of Sect. 4
+  (Zeiler & Fergus 2014; Springenberg et al. 2015), :func:`deepinside.backward_rule`.
+- ``"smoothgrad"``: Smilkov et al. (2017), eq. 3: :math:`\\hat M_c(x) = \\frac1n \\sum_{k=1}^n
+  M_c(x + \\mathcal N(0, \\sigma^2))` with :math:`M_c = \\partial S_c / \\partial x`, reduced like
+  eq. 4 (channel maximum of the magnitude).
+- ``"cam"``: Zhou et al. (2016), Sect. 2: for a network ending in global average pooling of
+  features :math:`f_k(x, y)` and a linear layer, :math:`M_c(x, y) = \\sum_k w^c_k f_k(x, y)` (so
+  :math:`S_c = \\frac1Z \\sum_{x,y} M_c(x, y) + b_c`); exact for EfficientNet-Lite0; refused for
+  other networks.
+- ``"gradcam"``: Selvaraju et al. (2017), eqs. 1-2: :math:`\\alpha^c_k = \\frac1Z \\sum_{ij}
+  \\partial y^c / \\partial A^k_{ij}`, :math:`L^c = \\mathrm{ReLU}(\\sum_k \\alpha^c_k A^k)` at any
+  convolutional layer (by module name).
+- ``"occlusion"``: Zeiler & Fergus (2014), Sect. 4.2: the drop of the class score when a grey
+  square hides the pixel, averaged over the square's positions covering it (as Captum's
+  ``Occlusion``); needs :func:`deepinside.occlusion`.
+
+A new method is one function ``fn(clf, x, targets, **options) -> (B, H, W)`` and one call of
+:func:`register_map`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .backprop import backward_rule
+from .models import Classifier, frozen
+
+__all__ = ["compute_maps", "register_map", "map_names", "available_maps", "MapFunction",
+           "cam_layers", "conv_layers", "signed_gradient"]
+
+
+class MapFunction(Protocol):
+    """A saliency method: ``fn(clf, x, targets, **options) -> (B, H, W)`` float tensor.
+
+    ``x`` is a normalised ``(B, 3, H, W)`` batch on ``clf.device``, ``targets`` a ``(B,)`` long
+    tensor of classes. The map is on the grid of ``x``; ``>= 0`` unless ``signed=True`` is among
+    the options (methods that have a sign accept it; see :func:`compute_maps`).
+    """
+
+    def __call__(self, clf: Classifier, x: torch.Tensor, targets: torch.Tensor,
+                 **options: Any) -> torch.Tensor: ...
+
+
+_REGISTRY: dict[str, MapFunction] = {}
+_REQUIRES: dict[str, Callable[[], bool]] = {}
+
+
+def register_map(name: str, fn: MapFunction, *, replace: bool = False,
+                 available: Callable[[], bool] | None = None) -> None:
+    """Make ``fn`` usable everywhere under ``name`` (``compute_maps(..., method=name)``).
+
+    Args:
+        name: the method's name (a non-empty string).
+        fn: ``fn(clf, x, targets, **options) -> (B, H, W)`` (see :class:`MapFunction`).
+        replace: allow replacing an existing name (otherwise a ValueError).
+        available: optional check run by :func:`available_maps` (e.g. an optional dependency).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a map name must be a non-empty string, got {name!r}")
+    if not callable(fn):
+        raise TypeError(f"register_map({name!r}, ...): fn must be callable, got {type(fn).__name__}")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"a map method named {name!r} is already registered (pass replace=True)")
+    _REGISTRY[name] = fn
+    if available is not None:
+        _REQUIRES[name] = available
+    else:
+        _REQUIRES.pop(name, None)
+
+
+def map_names() -> tuple[str, ...]:
+    """Every registered method name, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def available_maps() -> tuple[str, ...]:
+    """The registered names whose optional dependencies are present (e.g. ``"occlusion"``)."""
+    return tuple(n for n in _REGISTRY if _REQUIRES.get(n, lambda: True)())
+
+
+# -- input handling ------------------------------------------------------------------------------
+
+
+def _as_input(clf: Classifier, images: Any) -> torch.Tensor:
+    """PIL image(s) -> ``clf.preprocess``; a normalised ``(N, 3, H, W)`` tensor as is."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+            raise ValueError(f"compute_maps() expects a normalised (N, 3, H, W) tensor with N >= 1, "
+                             f"got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"compute_maps() expects a float tensor, got {images.dtype}")
+        if not torch.isfinite(images).all():
+            raise ValueError("compute_maps() got an input tensor with NaN or infinite values")
+        return images.detach().to(clf.device)
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("compute_maps() got an empty list of images")
+        bad = [i for i, im in enumerate(images) if not isinstance(im, Image.Image)]
+        if bad:
+            raise TypeError(f"compute_maps(): images[{bad[0]}] is a {type(images[bad[0]]).__name__}, "
+                            f"expected a PIL image (or pass one normalised (N, 3, H, W) tensor)")
+        return clf.preprocess(list(images))
+    raise TypeError(f"compute_maps() expects PIL image(s) or a normalised (N, 3, H, W) tensor, "
+                    f"got {type(images).__name__}")
+
+
+def _as_targets(clf: Classifier, x: torch.Tensor, targets: Any, batch_size: int) -> torch.Tensor:
+    """``targets`` -> ``(N,)`` long tensor; None = the top-1 class of each image."""
+    n = len(x)
+    if targets is None:
+        return clf.scores(x, batch_size=batch_size).argmax(1).to(clf.device)
+    if isinstance(targets, (torch.Tensor, np.ndarray)):
+        targets = targets.tolist() if targets.ndim else targets.item()
+    if isinstance(targets, (int, np.integer, str)) and not isinstance(targets, bool):
+        idx = [clf.class_index(targets)] * n
+    elif isinstance(targets, (list, tuple)):
+        if len(targets) != n:
+            raise ValueError(f"targets has {len(targets)} classes for {n} images: give one class per "
+                             f"image, one class for all, or None for the top-1 class of each")
+        idx = [clf.class_index(t) for t in targets]
+    else:
+        raise TypeError(f"targets must be None, a class or one class per image, not {type(targets).__name__}")
+    return torch.tensor(idx, dtype=torch.long, device=clf.device)
+
+
+def _unknown(method: object) -> ValueError:
+    return ValueError(f"unknown map method {method!r}; known methods: {', '.join(map_names())} "
+                      f"(add one with deepinside.register_map)")
+
+
+# -- public entry point ----------------------------------------------------------------------------
+
+
+def compute_maps(
+    clf: Classifier,
+    images: Image.Image | Sequence[Image.Image] | torch.Tensor,
+    targets: int | str | Sequence[int | str] | torch.Tensor | None = None,
+    method: str = "gradient",
+    *,
+    batch_size: int = 16,
+    **options: Any,
+) -> torch.Tensor:
+    """Saliency maps of ``method`` for each image and its target class, batched.
+
+    Args:
+        clf: the classifier; the maps are computed on ``clf.device``.
+        images: PIL image(s) (centre crop of ``clf.preprocess``) or a normalised ``(N, 3, H, W)``
+            tensor used as is (not modified).
+        targets: None = the top-1 class of each image; one class (index, WordNet id, name) for
+            all; or one class per image.
+        method: a registered name (:func:`map_names`): ``"gradient"`` (eq. 4), ``"deconvnet"``,
+            ``"guided"``, ``"smoothgrad"``, ``"cam"``, ``"gradcam"``, ``"occlusion"``, ...
+        batch_size: images per call of the method (bounds the memory).
+        **options: passed to the method (e.g. ``n``, ``sigma``, ``seed`` for SmoothGrad, ``layer``
+            for Grad-CAM, ``window``, ``stride`` for occlusion). ``signed=True`` asks for the
+            signed map where the method has a sign (the value whose magnitude ranks pixels:
+            gradient-type maps keep the sign of the channel of largest magnitude; CAM/Grad-CAM
+            skip the final ReLU; occlusion keeps score increases as negatives).
+
+    Returns:
+        ``(N, H, W)`` float tensor on ``clf.device``, detached, on the grid of the network input;
+        ``>= 0`` unless ``signed=True``. The model's state (mode, ``requires_grad``, hooks,
+        weights) is unchanged.
+
+    Raises:
+        ValueError: unknown method (the message lists the known ones), bad input or targets,
+            a method that cannot apply to this network (e.g. CAM without global average pooling).
+    """
+    if not isinstance(method, str) or method not in _REGISTRY:
+        raise _unknown(method)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    fn = _REGISTRY[method]
+    params = inspect.signature(fn).parameters.values()
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        accepted = _options_of(method)
+        extra = sorted(set(options) - set(accepted))
+        if extra:
+            raise ValueError(f"map method {method!r} has no option(s) {extra}; its options: {accepted}")
+    x = _as_input(clf, images)
+    tgt = _as_targets(clf, x, targets, batch_size)
+    signed = bool(options.get("signed", False))
+    out = []
+    for i in range(0, len(x), batch_size):
+        m = fn(clf, x[i:i + batch_size], tgt[i:i + batch_size], **options)
+        if not isinstance(m, torch.Tensor) or m.shape != (len(x[i:i + batch_size]), *x.shape[2:]):
+            raise ValueError(f"map method {method!r} returned {getattr(m, 'shape', type(m))}, expected "
+                             f"({len(x[i:i + batch_size])}, {x.shape[2]}, {x.shape[3]})")
+        out.append(m.detach())
+    maps = torch.cat(out).float()
+    if not signed and (maps < 0).any():
+        raise ValueError(f"map method {method!r} returned negative values: a saliency map must be >= 0")
+    return maps
+
+
+# -- gradient-type maps (Sect. 3.1, eq. 4; Sect. 4) ------------------------------------------------
+
+
+def signed_gradient(clf: Classifier, x: torch.Tensor, targets: torch.Tensor,
+                    rule: str = "gradient") -> torch.Tensor:
+    """Eq. 4, :math:`w = \\partial S_c / \\partial I |_{I_0}`, signed, ``(B, 3, H, W)``, under the
+    backward ``rule`` of Sect. 4 (one forward and one backward pass for the whole batch)."""
+    with frozen(clf.net), torch.enable_grad(), backward_rule(clf.net, rule):
+        xg = x.detach().clone().requires_grad_(True)
+        scores = clf.net(xg)
+        (w,) = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), xg)
+    return w
+
+
+def _reduce(w: torch.Tensor, signed: bool) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> ``(B, H, W)``: :math:`\\max_c |w_c|` (Sect. 3.1); with ``signed``, the
+    value of the channel of largest magnitude (its absolute value is the unsigned map)."""
+    if not signed:
+        return w.abs().amax(1)
+    idx = w.abs().argmax(1, keepdim=True)
+    return w.gather(1, idx)[:, 0]
+
+
+def _rule_map(rule: str) -> MapFunction:
+    def fn(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, signed: bool = False) -> torch.Tensor:
+        if signed:
+            return _reduce(signed_gradient(clf, x, targets, rule), True)
+        import deepinside  # the public function (its module is being refactored elsewhere)
+
+        return deepinside.saliency(clf, x, target=targets, rule=rule, batch_size=len(x))
+
+    fn.__name__ = f"{rule}_map"
+    fn.__doc__ = (f"Sect. 3.1 eq. 4 map :math:`\\max_c |w|` with the ``{rule!r}`` backward rule of "
+                  f"Sect. 4 (via :func:`deepinside.saliency`); ``(B, H, W)``.")
+    return fn
+
+
+def smoothgrad(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, n: int = 50,
+               sigma: float = 0.15, seed: int = 0, rule: str = "gradient",
+               signed: bool = False) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017, eq. 3): :math:`\\hat M_c(x) = \\frac1n \\sum_{k=1}^n
+    M_c(x + \\mathcal N(0, \\sigma^2))`, the signed gradient averaged over ``n`` noisy copies, then
+    reduced like eq. 4 (channel maximum of the magnitude).
+
+    Args:
+        x: ``(B, 3, H, W)`` normalised input; targets ``(B,)``.
+        n: noisy samples per image (the paper's default 50).
+        sigma: noise level as a fraction of each image's input range :math:`x_{max} - x_{min}`
+            (the paper recommends 10-20 %).
+        seed: the noise comes from a CPU generator seeded with it (same noise for the same call).
+        rule: backward rule of the gradient (Sect. 4).
+
+    Returns:
+        ``(B, H, W)``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"smoothgrad: n must be a positive int, got {n!r}")
+    if not sigma >= 0:
+        raise ValueError(f"smoothgrad: sigma must be >= 0, got {sigma!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    flat = x.detach().flatten(1)
+    scale = (sigma * (flat.amax(1) - flat.amin(1))).view(-1, 1, 1, 1)
+    total = torch.zeros_like(x)
+    for _ in range(n):
+        noise = torch.randn(x.shape, generator=gen).to(x.device)
+        total += signed_gradient(clf, x + noise * scale, targets, rule)
+    return _reduce(total / n, signed)
+
+
+# -- CAM and Grad-CAM --------------------------------------------------------------------------------
+
+
+def _is_global_avg_pool(m: nn.Module) -> bool:
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        size = m.output_size
+        return size == 1 if isinstance(size, int) else tuple(size) == (1, 1)
+    return getattr(m, "pool_type", None) == "avg" and hasattr(m, "flatten")  # timm SelectAdaptivePool2d
+
+
+def cam_layers(net: nn.Module) -> tuple[str, nn.Linear]:
+    """The global-average-pooling module's name and the final linear layer of a CAM network.
+
+    Zhou et al. (2016) need a network whose scores are :math:`S_c = \\sum_k w^c_k F_k + b_c`
+    with :math:`F_k = \\frac1Z \\sum_{x,y} f_k(x, y)`: the last module that averages over all
+    positions and the last ``nn.Linear``. (Whether the scores really are that composition is
+    checked numerically on each call of the CAM map.)
+
+    Raises:
+        ValueError: no global average pooling or no final linear layer.
+    """
+    pools = [n for n, m in net.named_modules() if _is_global_avg_pool(m)]
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not pools or not linears:
+        raise ValueError("CAM (Zhou et al. 2016) needs a network that ends in global average pooling "
+                         "followed by one linear layer; this network has "
+                         f"{'no global average pooling' if not pools else 'no linear layer'}. "
+                         "Use method='gradcam' (any convolutional layer) instead.")
+    return pools[-1], linears[-1]
+
+
+def _pool_features(clf: Classifier, x: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass keeping the input of the pooling module: ``(features (B,K,h,w), scores (B,C))``."""
+    store: dict[str, torch.Tensor] = {}
+    module = clf.net.get_submodule(pool)
+
+    def hook(_m: nn.Module, args: tuple) -> None:
+        store["f"] = args[0]
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        scores = clf.net(x)
+    finally:
+        handle.remove()
+    if "f" not in store or store["f"].ndim != 4:
+        raise ValueError(f"CAM: the pooling module {pool!r} did not receive (B, K, h, w) features")
+    return store["f"], scores
+
+
+def cam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, signed: bool = False) -> torch.Tensor:
+    """Class activation map (Zhou et al. 2016, Sect. 2): :math:`M_c(x, y) = \\sum_k w^c_k f_k(x, y)`.
+
+    :math:`f_k` are the features entering the global average pooling, :math:`w^c` the row of the
+    final linear layer for class :math:`c`; then :math:`S_c = \\mathrm{mean}_{x,y} M_c + b_c`,
+    which is checked (relative error 1e-3) so that a network for which CAM is not exact is
+    refused. The coarse ``(h, w)`` map is rectified (as Grad-CAM's ReLU; skipped when ``signed``)
+    and resized to the input grid bilinearly (``align_corners=False``). ``(B, H, W)``.
+    """
+    pool, linear = cam_layers(clf.net)
+    with frozen(clf.net), torch.no_grad():
+        feats, scores = _pool_features(clf, x, pool)
+        if feats.shape[1] != linear.in_features:
+            raise ValueError(f"CAM: the pooled features have {feats.shape[1]} channels but the final "
+                             f"linear layer takes {linear.in_features}: the network does not end in global "
+                             f"average pooling + one linear layer. Use method='gradcam'.")
+        pred = feats.mean((2, 3)) @ linear.weight.T + (0 if linear.bias is None else linear.bias)
+        err = (pred - scores).abs().max() / scores.abs().max().clamp_min(1e-12)
+        if err > 1e-3:
+            raise ValueError("CAM (Zhou et al. 2016) is exact only for networks whose scores are a linear "
+                             "layer applied to globally average-pooled features; this network's scores "
+                             f"differ from that by {float(err):.2g} (relative). Use method='gradcam'.")
+        m = torch.einsum("bkhw,bk->bhw", feats, linear.weight[targets])
+    return _upsample(m, x, signed)
+
+
+def _upsample(m: torch.Tensor, x: torch.Tensor, signed: bool) -> torch.Tensor:
+    if not signed:
+        m = m.relu()
+    return F.interpolate(m[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def conv_layers(net: nn.Module, x: torch.Tensor | None = None) -> list[str]:
+    """Names of the modules whose output is a ``(B, K, h, w)`` map with ``h * w > 1``, in the order
+    they finish in a forward pass (``x`` default: one 224 x 224 zero image). The last one is
+    Grad-CAM's default layer."""
+    if x is None:
+        p = next(net.parameters(), None)
+        x = torch.zeros(1, 3, 224, 224, device=p.device if p is not None else "cpu")
+    order: list[str] = []
+    handles = []
+
+    def make(name: str):
+        def hook(_m: nn.Module, _a: tuple, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
+                order.append(name)
+        return hook
+
+    try:
+        for name, m in net.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(make(name)))
+        with frozen(net), torch.no_grad():
+            net(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(order))
+
+
+def gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, layer: str | None = None,
+            signed: bool = False) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, eqs. 1-2) at the module named ``layer``.
+
+    :math:`\\alpha^c_k = \\frac1Z \\sum_{i,j} \\partial y^c / \\partial A^k_{ij}` (eq. 1, :math:`y^c`
+    the class score before the softmax), :math:`L^c = \\mathrm{ReLU}(\\sum_k \\alpha^c_k A^k)`
+    (eq. 2; no ReLU when ``signed``), resized bilinearly to the input grid. ``layer`` None: the
+    last module with a spatial output (:func:`conv_layers`); at the features of a global-average-
+    pooling network it equals CAM divided by :math:`Z = h w`. ``(B, H, W)``.
+    """
+    names = dict(clf.net.named_modules())
+    if layer is None:
+        layer = conv_layers(clf.net, x)[-1]
+    if not isinstance(layer, str) or layer not in names or not layer:
+        convs = conv_layers(clf.net, x)
+        raise ValueError(f"gradcam: unknown layer {layer!r}; layers with spatial outputs: "
+                         f"{', '.join(convs[-8:])} (last 8 of {len(convs)})")
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _a: tuple, out: Any) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            raise ValueError(f"gradcam: layer {layer!r} outputs {getattr(out, 'shape', type(out))}, "
+                             f"not a (B, K, h, w) map")
+        store["a"] = out
+        return out.clone()  # later in-place operations change the copy, not A
+
+    with frozen(clf.net), torch.enable_grad():
+        handle = names[layer].register_forward_hook(hook)
+        try:
+            xg = x.detach().clone().requires_grad_(True)
+            scores = clf.net(xg)
+        finally:
+            handle.remove()
+        a = store["a"]
+        (g,) = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), a)
+    alpha = g.mean((2, 3))
+    m = torch.einsum("bkhw,bk->bhw", a.detach(), alpha)
+    return _upsample(m, x, signed)
+
+
+# -- occlusion (Zeiler & Fergus 2014, Sect. 4.2) ---------------------------------------------------
+
+
+def _occlusion_function() -> Callable[..., Any] | None:
+    """:func:`deepinside.occlusion` when this installation has it (the Zeiler & Fergus chapter),
+    else None; imported lazily, so the registry never depends on it at import time."""
+    import importlib
+    import types
+
+    import deepinside
+
+    fn = getattr(deepinside, "occlusion", None)
+    if fn is None:
+        try:
+            fn = importlib.import_module("deepinside.occlusion")
+        except ImportError:
+            return None
+    if isinstance(fn, types.ModuleType):
+        fn = getattr(fn, "occlusion", None)
+    return fn if callable(fn) else None
+
+
+def _coverage(n_pos: int, size: int, window: int, stride: int, device: torch.device) -> torch.Tensor:
+    """``(n_pos, size)`` indicator: does the window at position ``k`` (start ``k * stride``, clipped
+    to the image as Captum does) cover pixel ``i``?"""
+    i = torch.arange(size, device=device)
+    start = torch.arange(n_pos, device=device)[:, None] * stride
+    return ((i >= start) & (i < start + window)).float()
+
+
+def occlusion_map(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, window: int = 56,
+                  stride: int = 28, signed: bool = False, **occlusion_options: Any) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014, Sect. 4.2, Fig. 7) as a per-pixel map.
+
+    :func:`deepinside.occlusion` gives the class score :math:`S_c` with the grey square at each
+    of ``(Py, Px)`` positions; the map at a pixel is the score drop :math:`S_c(x) - S_c(x_{occ})`
+    averaged over the square positions that cover it (Captum's ``Occlusion`` attribution),
+    rectified unless ``signed``. ``window``/``stride`` in input pixels. ``(B, H, W)``.
+    """
+    occlusion = _occlusion_function()
+    if occlusion is None:
+        raise ValueError("map method 'occlusion' needs deepinside.occlusion (the Zeiler & Fergus "
+                         "occlusion experiment), which this installation does not have")
+    res = occlusion(clf, x, targets, window=window, stride=stride, **occlusion_options)
+    occ = torch.as_tensor(res.score, dtype=torch.float32, device=x.device)
+    if occ.ndim != 3 or occ.shape[0] != len(x):
+        raise ValueError(f"occlusion returned scores of shape {tuple(occ.shape)}, expected (B, Py, Px)")
+    base = clf.scores(x).gather(1, targets[:, None]).float()[:, :, None]
+    drop = base - occ
+    h, w = x.shape[2:]
+    cy = _coverage(occ.shape[1], h, window, stride, x.device)
+    cx = _coverage(occ.shape[2], w, window, stride, x.device)
+    total = torch.einsum("pi,bpq,qj->bij", cy, drop, cx)
+    count = torch.einsum("pi,qj->ij", cy, cx)
+    m = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+    return m if signed else m.relu()
+
+
+for _rule in ("gradient", "deconvnet", "guided"):
+    register_map(_rule, _rule_map(_rule))
+register_map("smoothgrad", smoothgrad)
+register_map("cam", cam)
+register_map("gradcam", gradcam)
+register_map("occlusion", occlusion_map, available=lambda: _occlusion_function() is not None)
+del _rule
+
+
+def _options_of(method: str) -> list[str]:
+    """Keyword options a registered method accepts (for error messages and the explorer)."""
+    sig = inspect.signature(_REGISTRY[method])
+    return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]

@@ -1,0 +1,199 @@
+"""The registry of saliency methods (deepinside.maps): answers known by hand on tiny networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import deepinside as di
+from deepinside import maps as dm
+from state_helpers import assert_same_state, model_state
+
+
+def tiny_classifier(gap: bool = True, classes: int = 3, seed: int = 0) -> di.Classifier:
+    """conv(3->4, 3x3, pad 1) + ReLU [+ GAP] + linear: the CAM of a class is known by hand."""
+    torch.manual_seed(seed)
+    if gap:
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(4, classes))
+    else:
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(4 * 16 * 16, classes))
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    names = [f"class{i}" for i in range(classes)]
+    return di.Classifier(net=net, device=torch.device("cpu"), input_size=16, crop_fraction=1.0,
+                         mean=(0.5,) * 3, std=(0.5,) * 3, interpolation=Image.BICUBIC,
+                         class_names=names, wnids=[f"n{i:08d}" for i in range(classes)], name="tiny")
+
+
+@pytest.fixture(autouse=True)
+def _threads(one_thread):
+    yield
+
+
+@pytest.fixture
+def tiny() -> di.Classifier:
+    return tiny_classifier()
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
+def test_cam_equals_features_times_weights(tiny, x):
+    t = torch.tensor([0, 1, 2, 1])
+    f = tiny.net[1](tiny.net[0](x))                      # (4, 4, 16, 16): f_k(x, y)
+    w = tiny.net[4].weight                               # (3, 4): w^c_k
+    by_hand = torch.stack([(w[c][:, None, None] * f[i]).sum(0) for i, c in enumerate(t)]).relu()
+    got = di.compute_maps(tiny, x, t, method="cam")
+    assert got.shape == (4, 16, 16)
+    assert torch.allclose(got, by_hand, atol=1e-6)
+    # and S_c = mean M_c + b_c (Zhou et al. 2016): the signed map keeps the score
+    signed = di.compute_maps(tiny, x, t, method="cam", signed=True)
+    s = tiny.net(x).gather(1, t[:, None])[:, 0]
+    assert torch.allclose(signed.mean((1, 2)) + tiny.net[4].bias[t], s, atol=1e-5)
+
+
+def test_gradcam_last_layer_is_cam_up_to_positive_scale(tiny, x):
+    t = torch.tensor([2, 0, 1, 0])
+    c = di.compute_maps(tiny, x, t, method="cam")
+    g = di.compute_maps(tiny, x, t, method="gradcam", layer="1")
+    assert g.abs().sum() > 0
+    assert torch.allclose(g * 16 * 16, c, rtol=1e-4, atol=1e-6)   # alpha = w / Z, Z = h w
+    assert dm.conv_layers(tiny.net, x)[-1] == "1"                    # the default layer
+    assert torch.allclose(di.compute_maps(tiny, x, t, method="gradcam"), g)
+
+
+def test_cam_refused_without_global_average_pooling(x):
+    flat = tiny_classifier(gap=False)
+    with pytest.raises(ValueError, match="global average pooling"):
+        di.compute_maps(flat, x, 0, method="cam")
+    # GAP present but followed by two linear layers: not exact, refused by the numeric check
+    mlp = tiny_classifier()
+    mlp.net = nn.Sequential(*mlp.net, nn.ReLU(), nn.Linear(3, 3)).eval()
+    with pytest.raises(ValueError, match="global average pooling"):
+        di.compute_maps(mlp, x, 0, method="cam")
+
+
+def test_unknown_method_lists_known_ones(tiny, x):
+    with pytest.raises(ValueError, match=r"unknown map method 'saliency'.*gradient.*gradcam.*occlusion"):
+        di.compute_maps(tiny, x, 0, method="saliency")
+    with pytest.raises(ValueError, match="no option"):
+        di.compute_maps(tiny, x, 0, method="gradient", sigma=0.1)
+    with pytest.raises(ValueError, match="unknown layer"):
+        di.compute_maps(tiny, x, 0, method="gradcam", layer="nope")
+
+
+def test_gradient_is_eq4_and_signed_keeps_the_magnitude(tiny, x):
+    t = torch.tensor([0, 1, 2, 0])
+    xg = x.clone().requires_grad_(True)
+    (w,) = torch.autograd.grad(tiny.net(xg).gather(1, t[:, None]).sum(), xg)
+    got = di.compute_maps(tiny, x, t)
+    assert torch.allclose(got, w.abs().amax(1), atol=1e-7)
+    assert torch.allclose(got, di.saliency(tiny, x, target=t))
+    for rule in ("gradient", "deconvnet", "guided"):
+        m = di.compute_maps(tiny, x, t, method=rule)
+        s = di.compute_maps(tiny, x, t, method=rule, signed=True)
+        assert torch.allclose(s.abs(), m, atol=1e-7), rule
+
+
+def test_smoothgrad_noise_free_is_the_gradient_and_seeded(tiny, x):
+    t = torch.tensor([1, 1, 0, 2])
+    assert torch.allclose(di.compute_maps(tiny, x, t, "smoothgrad", n=3, sigma=0.0),
+                          di.compute_maps(tiny, x, t), atol=1e-7)
+    a = di.compute_maps(tiny, x, t, "smoothgrad", n=4, sigma=0.2, seed=3)
+    b = di.compute_maps(tiny, x, t, "smoothgrad", n=4, sigma=0.2, seed=3)
+    c = di.compute_maps(tiny, x, t, "smoothgrad", n=4, sigma=0.2, seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_batching_and_targets(tiny, x):
+    top1 = tiny.net(x).argmax(1)
+    a = di.compute_maps(tiny, x, None, batch_size=1)
+    assert torch.allclose(a, di.compute_maps(tiny, x, top1, batch_size=4), atol=1e-7)
+    assert torch.allclose(di.compute_maps(tiny, x, "class1"), di.compute_maps(tiny, x, [1] * 4))
+    with pytest.raises(ValueError, match="3 classes for 4 images"):
+        di.compute_maps(tiny, x, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        di.compute_maps(tiny, x[0])
+
+
+@pytest.mark.parametrize("method", ["gradient", "deconvnet", "guided", "smoothgrad", "cam", "gradcam"])
+def test_model_state_unchanged(method, x):
+    tiny = tiny_classifier()
+    tiny.net.train()
+    tiny.net[0].weight.requires_grad_(True)
+    before = model_state(tiny.net)
+    opts = {"n": 2} if method == "smoothgrad" else {}
+    m = di.compute_maps(tiny, x, 0, method=method, **opts)
+    assert m.shape == (4, 16, 16) and (m >= 0).all()
+    assert_same_state(before, model_state(tiny.net))
+
+
+def test_register_map_is_one_function(tiny, x):
+    def brightness(clf, xb, targets):
+        return (xb.mean(1) - xb.mean(1).amin()).abs()
+
+    di.register_map("test_brightness", brightness)
+    try:
+        assert "test_brightness" in di.map_names()
+        got = di.compute_maps(tiny, x, 0, method="test_brightness", batch_size=3)
+        assert got.shape == (4, 16, 16)
+        with pytest.raises(ValueError, match="already registered"):
+            di.register_map("test_brightness", brightness)
+    finally:
+        dm._REGISTRY.pop("test_brightness")
+
+
+class _FakeOcclusion:
+    """A stand-in for deepinside.occlusion: the class score with a zero square at each position."""
+
+    @staticmethod
+    def occlusion(clf, x, target, window, stride):
+        h, w = x.shape[2:]
+        ys, xs = range(0, h - window + 1, stride), range(0, w - window + 1, stride)
+        out = torch.zeros(len(x), len(ys), len(xs))
+        for a, y0 in enumerate(ys):
+            for b, x0 in enumerate(xs):
+                xo = x.clone()
+                xo[:, :, y0:y0 + window, x0:x0 + window] = 0
+                out[:, a, b] = clf.scores(xo).gather(1, target[:, None])[:, 0]
+
+        class R:
+            score = out
+        return R()
+
+
+def test_occlusion_map_equals_captum(tiny, x, monkeypatch):
+    from captum.attr import Occlusion
+
+    monkeypatch.setattr(dm, "_occlusion_function", lambda: _FakeOcclusion.occlusion)
+    t = torch.tensor([0, 1, 2, 1])
+    ours = di.compute_maps(tiny, x, t, "occlusion", window=4, stride=2, signed=True)
+    ref = Occlusion(tiny.net).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2),
+                                        target=t, baselines=0.0)
+    assert torch.allclose(ours, ref[:, 0], atol=1e-5)
+    assert torch.allclose(ref[:, 0], ref[:, 2], atol=1e-6)
+
+
+def test_occlusion_absent_is_a_clear_error(tiny, x, monkeypatch):
+    monkeypatch.setattr(dm, "_occlusion_function", lambda: None)
+    assert "occlusion" in di.map_names() and "occlusion" not in di.available_maps()
+    with pytest.raises(ValueError, match="needs deepinside.occlusion"):
+        di.compute_maps(tiny, x, 0, method="occlusion")
+
+
+@pytest.mark.slow
+def test_cam_is_exact_on_efficientnet_lite0(clf, photos):
+    imgs = [photos["chelsea"], photos["coffee"]]
+    before = model_state(clf.net)
+    c = di.compute_maps(clf, imgs, method="cam")
+    g = di.compute_maps(clf, imgs, method="gradcam")
+    assert c.shape == (2, 224, 224) and c.amax() > 0
+    assert torch.allclose(g * 49, c, rtol=1e-3, atol=1e-4 * float(c.amax()))
+    assert_same_state(before, model_state(clf.net))
