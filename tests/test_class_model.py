@@ -93,3 +93,134 @@ def test_sweep_and_recognised_on_linear_model():
 def test_pretrained_class_model_is_recognised(clf):
     r = class_model(clf, ["goose"], steps=15, lr=1.0, l2=1e-3, show_progress=False)
     assert bool(recognised(clf, r)[0]) and r.final_scores[0] > r.scores[0, 0]
+
+
+# --- the decorrelated Fourier parameterisation (param="fourier") --------------------------------
+
+from deepinside.class_model import FourierParam  # noqa: E402
+from deepinside.param import (FourierImage, colour_basis, colour_statistics, default_colour_basis,  # noqa: E402
+                              frequency_weights, high_frequency_share, random_transform)
+
+STILL = FourierParam(jitter=0.0, scale=(1.0, 1.0), rotate=0.0)   # no random transforms
+
+
+def test_colour_basis_of_a_diagonal_covariance():
+    """cov = diag(4, 1, 9): C = U sqrt(S) / sqrt(9), columns sorted by variance: C C^T = cov / 9."""
+    c = colour_basis(torch.diag(torch.tensor([4.0, 1.0, 9.0], dtype=torch.float64)).numpy())
+    assert torch.allclose(c @ c.T, torch.diag(torch.tensor([4 / 9, 1 / 9, 1.0])), atol=1e-6)
+    assert torch.allclose(c.abs().sum(0), torch.tensor([1.0, 2 / 3, 1 / 3]), atol=1e-6)
+
+
+def test_colour_statistics_of_two_flat_images_and_bad_covariances():
+    a, b = Image.new("RGB", (4, 4), (255, 0, 0)), Image.new("RGB", (4, 4), (0, 0, 255))
+    st = colour_statistics([a, b])
+    assert st.n_images == 2 and st.n_pixels == 32
+    assert torch.allclose(torch.as_tensor(st.mean), torch.tensor([0.5, 0.0, 0.5], dtype=torch.float64))
+    # red and blue perfectly anti-correlated, green constant: cov[0, 2] = -var
+    assert st.cov[0, 2] == pytest.approx(-st.cov[0, 0]) and st.cov[1, 1] == 0
+    with pytest.raises(ValueError):
+        colour_basis(st.cov)                       # singular: not positive definite
+    with pytest.raises(ValueError):
+        colour_statistics([])
+
+
+def test_shipped_colour_basis_is_photo_like():
+    """Photographs: R, G, B strongly correlated; the first direction is luminance (all > 0)."""
+    from deepinside import _colour_stats
+
+    c = default_colour_basis()
+    assert _colour_stats.N_IMAGES >= 800
+    assert (c[:, 0] > 0.5).all() and c[:, 0].norm() == pytest.approx(1.0, abs=1e-5)
+    assert c[:, 1].norm() < 0.5 and c[:, 2].norm() < c[:, 1].norm()
+
+
+def test_frequency_weights_give_unit_variance_pixels():
+    w = frequency_weights(16, 16, alpha=1.0)
+    assert w.shape == (16, 9) and w[0, 0] == w.max() and w[0, 1] == pytest.approx(w[0, 0].item())
+    assert w[0, 4] == pytest.approx(w[0, 0].item() / 4)     # 1/f: 4 cycles per image
+    torch.manual_seed(0)
+    p = torch.randn(400, 16, 9, 2) / 2 ** 0.5
+    y = torch.fft.irfft2(torch.view_as_complex(p) * w, s=(16, 16), norm="ortho")
+    assert y.var().item() == pytest.approx(1.0, abs=0.15)
+    flat = frequency_weights(8, 8, alpha=0.0)
+    assert torch.allclose(flat, torch.ones_like(flat))     # alpha = 0: orthonormal, no reweighting
+    with pytest.raises(ValueError):
+        frequency_weights(8, 8, alpha=-1.0)
+
+
+def test_fourier_image_zero_is_the_mean_and_inverse_round_trips():
+    f = FourierImage(2, 12, 10, mean=(0.5, 0.25, 0.75))
+    assert torch.allclose(f(f.zeros()), torch.tensor([0.5, 0.25, 0.75]).view(1, 3, 1, 1).expand(2, 3, 12, 10))
+    x = torch.rand(2, 3, 12, 10) * 0.9 + 0.05
+    assert torch.allclose(f(f.inverse(x)), x, atol=1e-5)
+    with pytest.raises(ValueError):
+        f(torch.zeros(1, 3, 12, 6, 2))
+    with pytest.raises(ValueError):
+        FourierImage(1, 8, 8, mean=(0.0, 0.5, 0.5))
+
+
+def test_random_transform_identity_shift_and_determinism():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(random_transform(x, g), x)                      # trivial ranges: no-op
+    a = random_transform(x, torch.Generator().manual_seed(1), jitter=2, scale=(0.9, 1.1), rotate=10)
+    b = random_transform(x, torch.Generator().manual_seed(1), jitter=2, scale=(0.9, 1.1), rotate=10)
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    # a pure zoom of 1 and no rotation with jitter: content moves by less than 2 pixels
+    c = random_transform(torch.ones(1, 1, 8, 8), g, jitter=2)
+    assert c[0, 0, 2:6, 2:6].min() == pytest.approx(1.0)                # the centre stays covered
+    with pytest.raises(ValueError):
+        random_transform(x, g, scale=(1.1, 0.9))
+
+
+def test_high_frequency_share_of_known_patterns():
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = ((xx + yy) % 2).float().expand(1, 3, 32, 32)             # only f = (0.5, 0.5)
+    smooth = torch.cos(2 * torch.pi * xx / 32).float().expand(1, 3, 32, 32)  # only 1/32 cycles/px
+    assert high_frequency_share(checker).item() == pytest.approx(1.0)
+    assert high_frequency_share(smooth).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fourier_reaches_the_same_optimum_as_pixels():
+    """The reparameterisation changes the path, not the objective: on a linear score, without
+    random transforms, both reach I* = w / (2 lambda) (inside the valid range here)."""
+    clf = linear_clf()
+    lam = 0.5
+    w = clf.net[1].weight[1].reshape(1, 3, 4, 4)
+    r = class_model(clf, [1], steps=600, lr=0.02, l2=lam, param=STILL, show_progress=False)
+    assert r.param == "fourier" and r.optimizer == "adam"
+    assert torch.allclose(r.inputs, w / (2 * lam), atol=5e-3)
+
+
+def test_fourier_zero_steps_is_the_mean_image_and_result_is_seeded():
+    clf = linear_clf()
+    r0 = class_model(clf, [0, 1], steps=0, param="fourier", show_progress=False)
+    assert torch.equal(r0.inputs, torch.zeros(2, 3, 4, 4))
+    fp = FourierParam(jitter=1.0, scale=(0.9, 1.1), rotate=10.0)
+    a = class_model(clf, [0, 2], steps=12, param=fp, seed=5, snapshots=[0, 6, 12], show_progress=False)
+    b = class_model(clf, [0, 2], steps=12, param=fp, seed=5, show_progress=False)
+    assert torch.equal(a.images, b.images) and a.scores[-1].gt(a.scores[0]).all()
+    assert sorted(a.snapshots) == [0, 6, 12] and torch.equal(a.snapshots[12], a.images.cpu())
+    assert a.images.min() > 0 and a.images.max() < 1
+
+
+def test_fourier_batched_equals_one_at_a_time_without_transforms():
+    clf = linear_clf()
+    both = class_model(clf, [0, 1], steps=10, param=STILL, show_progress=False)
+    one = class_model(clf, [1], steps=10, param=STILL, show_progress=False)
+    assert torch.allclose(both.inputs[1], one.inputs[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(param="wavelet"), dict(param=FourierParam(colour="lab")),
+                                dict(param=FourierParam(alpha=-1.0)), dict(snapshots=[5])])
+def test_bad_fourier_settings_are_refused(kw):
+    with pytest.raises(ValueError):
+        class_model(linear_clf(), [0], steps=2, show_progress=False, **kw)
+
+
+def test_fourier_leaves_model_state_alone():
+    clf = linear_clf()
+    clf.net.train()
+    before = model_state(clf.net)
+    class_model(clf, [0], steps=2, param="fourier", show_progress=False)
+    assert_same_state(before, model_state(clf.net))

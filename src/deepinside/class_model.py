@@ -34,7 +34,8 @@ from PIL import Image
 from ._progress import progress
 from .models import Classifier, frozen
 
-__all__ = ["class_model", "ClassModelResult", "OBJECTIVES", "OPTIMIZERS", "recognised", "sweep"]
+__all__ = ["class_model", "ClassModelResult", "FourierParam", "OBJECTIVES", "OPTIMIZERS", "PARAMS",
+           "PARAM_DEFAULTS", "recognised", "sweep"]
 
 #: What is maximised: the unnormalised class score S_c (the paper) or the log-posterior log P_c.
 OBJECTIVES = ("score", "posterior")
@@ -59,6 +60,10 @@ class ClassModelResult:
         classes: the K class indices; ``class_names`` their names.
         steps, lr, l2, objective, optimizer, momentum, clip, init, seed: the settings used
             (``l2`` is a ``(K,)`` tensor: one lambda per image).
+        param: ``"pixel"`` or ``"fourier"``; ``settings["fourier"]`` holds the
+            :class:`FourierParam` used.
+        snapshots: step ``t`` -> ``(K, 3, H, W)`` images in [0, 1] after ``t`` updates (CPU), for
+            the steps asked for with ``snapshots=``.
     """
 
     images: torch.Tensor
@@ -80,6 +85,8 @@ class ClassModelResult:
     init: str
     seed: int
     settings: dict = field(default_factory=dict, repr=False)
+    param: str = "pixel"
+    snapshots: dict = field(default_factory=dict, repr=False)
 
     @property
     def final_scores(self) -> torch.Tensor:
@@ -168,21 +175,80 @@ def _spectral_filter(g: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.fft.irfft2(torch.fft.rfft2(g) * resp, s=(h, w))
 
 
+@dataclass(frozen=True)
+class FourierParam:
+    """Settings of the decorrelated parameterisation ``param="fourier"`` (Olah et al. 2017).
+
+    The image is ``sigmoid(C · irfft2(w ⊙ P) + logit(mean))`` (:class:`deepinside.param.FourierImage`)
+    and each step scores a randomly transformed copy of it (transformation robustness). Defaults
+    chosen by measurement (chapter 1, ``benchmarks/bench_class_model.py``):
+
+    Attributes:
+        alpha: exponent of the ``1/|f|^alpha`` frequency weighting (0: white, no preconditioning
+            in space; 1: the ``1/f`` spectrum of natural images).
+        colour: ``"photo"`` (the colour matrix estimated from ILSVRC photographs,
+            :func:`deepinside.param.default_colour_basis`), ``"none"`` (identity: RGB channels
+            optimised independently) or an explicit ``(3, 3)`` matrix.
+        jitter: maximum random shift per step, pixels (each axis, uniform).
+        scale: range of the random zoom per step.
+        rotate: maximum random rotation per step, degrees.
+    """
+
+    alpha: float = 1.0
+    colour: str | tuple = "photo"
+    jitter: float = 8.0
+    scale: tuple[float, float] = (0.95, 1.05)
+    rotate: float = 5.0
+
+    def colour_matrix(self) -> torch.Tensor:
+        """The ``(3, 3)`` colour matrix ``C``."""
+        from .param import default_colour_basis
+
+        if isinstance(self.colour, str):
+            if self.colour == "photo":
+                return default_colour_basis()
+            if self.colour == "none":
+                return torch.eye(3)
+            raise ValueError(f"colour must be 'photo', 'none' or a 3x3 matrix, got {self.colour!r}")
+        c = torch.as_tensor(np.asarray(self.colour, dtype=np.float32))
+        if c.shape != (3, 3):
+            raise ValueError(f"colour matrix must be 3x3, got shape {tuple(c.shape)}")
+        return c
+
+
+#: Parameterisations of the image: the paper's pixels, or the decorrelated Fourier basis.
+PARAMS = ("pixel", "fourier")
+#: Defaults that depend on the parameterisation: (steps, lr, optimizer).
+PARAM_DEFAULTS = {"pixel": (100, 1.0, "momentum"), "fourier": (200, 0.05, "adam")}
+
+
+def _resolve_param(param: str | FourierParam) -> tuple[str, FourierParam | None]:
+    if isinstance(param, FourierParam):
+        return "fourier", param
+    if param == "fourier":
+        return "fourier", FourierParam()
+    if param == "pixel":
+        return "pixel", None
+    raise ValueError(f"param must be one of {PARAMS} or a FourierParam, got {param!r}")
+
+
 def class_model(
     clf: Classifier,
     classes: int | str | Sequence[int | str],
-    steps: int = 100,
-    lr: float = 1.0,
+    steps: int | None = None,
+    lr: float | None = None,
     l2: float | Sequence[float] | torch.Tensor = 1e-3,
     objective: str = "score",
     init: str | Image.Image | torch.Tensor = "zero",
     seed: int = 0,
-    optimizer: str = "momentum",
+    optimizer: str | None = None,
     momentum: float = 0.9,
     clip: bool = True,
     size: int | None = None,
     precondition: float = 0.0,
     show_progress: bool = True,
+    param: str | FourierParam = "pixel",
+    snapshots: Sequence[int] = (),
 ) -> ClassModelResult:
     """Class model visualisation, eq. 1 of Simonyan et al. (2014), for K classes in one batch.
 
@@ -192,22 +258,34 @@ def class_model(
     result"): ``images = clf.denormalize(inputs)``. Image ``k`` ascends its own class ``c_k``;
     one forward/backward pass of ``sum_k J_k(I_k)`` gives every image its own gradient.
 
-    The update (the paper does not give its optimiser), with ``g_t = dJ/dI`` at ``I_t``:
+    Two parameterisations of ``I`` (``param``), same objective, same zero start:
 
-    - ``optimizer="momentum"`` (default): heavy-ball gradient ascent,
-      ``v_{t+1} = momentum * v_t + g_t``, ``I_{t+1} = I_t + lr * v_{t+1}``;
-    - ``optimizer="adam"``: Adam on ``-J`` (per-pixel step sizes; same ``lr`` meaning a step of
-      about ``lr`` per pixel in input units).
+    - ``"pixel"`` (default, the paper): the free variables are the pixels of ``I``;
+    - ``"fourier"`` (or a :class:`FourierParam`): ``I = normalize(sigmoid(C · irfft2(w ⊙ P) +
+      logit(mean)))`` with free variables ``P`` (:mod:`deepinside.param`), ``P = 0`` being the
+      zero input. For the linear part ``I = A P`` a gradient step in ``P`` is the step
+      ``A A^T dJ/dI`` in ``I``: a preconditioner that favours low spatial frequencies and the
+      colour directions of photographs. The objective is then evaluated on a randomly shifted,
+      zoomed and rotated copy ``T_t(I)`` of the image each step, ``S_c(T_t(I)) - lambda
+      ||I||^2`` (transformation robustness), so what the image gains must survive small moves.
 
-    With ``clip=True`` every step is followed by a projection onto the valid input range (the
-    pixel values ``0..1`` of a real image, i.e. ``[-mean/std, (1-mean)/std]``), so that ``images``
-    is exactly what the network scored; the paper does not say it clipped (``clip=False``).
+    The update (the paper does not give its optimiser), with ``g_t = dJ/d(variables)``:
+
+    - ``optimizer="momentum"`` (pixel default): heavy-ball gradient ascent,
+      ``v_{t+1} = momentum * v_t + g_t``, ``x_{t+1} = x_t + lr * v_{t+1}``;
+    - ``optimizer="adam"`` (fourier default): Adam on ``-J`` (per-variable step sizes of about
+      ``lr``).
+
+    With ``clip=True`` (pixel only) every step is followed by a projection onto the valid input
+    range (pixel values ``0..1``), so that ``images`` is exactly what the network scored; the
+    paper does not say it clipped (``clip=False``). The Fourier images are in range by
+    construction (the sigmoid).
 
     Args:
         clf: the classifier (its ``net`` maps ``(N, 3, H, W)`` normalised inputs to scores).
         classes: K classes, each an index, a WordNet id or a class name (``clf.class_index``).
-        steps: number of gradient steps.
-        lr: step size.
+        steps: number of gradient steps (default ``PARAM_DEFAULTS[param][0]``: 100 / 200).
+        lr: step size (default ``PARAM_DEFAULTS[param][1]``: 1.0 / 0.05).
         l2: lambda of eq. 1: one value, or K values (one per image, e.g. for a sweep).
         objective: ``"score"``: ``J = S_c(I) - lambda ||I||^2`` (eq. 1, the paper);
             ``"posterior"``: ``J = log P_c(I) - lambda ||I||^2`` with the soft-max posterior
@@ -215,21 +293,33 @@ def class_model(
             vanish where ``P_c`` is tiny (at the start, ``P_c ~ 1e-3``); both have the same maximisers.
         init: ``"zero"`` (the paper), ``"random"`` (a uniformly random valid image, seeded by
             ``seed``), a PIL image (centre-cropped like any input) or an RGB tensor in [0, 1] of
-            shape ``(3, H, W)``, ``(1, 3, H, W)`` or ``(K, 3, H, W)``.
-        seed: seed of the random initialisation (results are deterministic for a given seed).
-        optimizer: ``"momentum"`` or ``"adam"`` (see above).
+            shape ``(3, H, W)``, ``(1, 3, H, W)`` or ``(K, 3, H, W)`` (for ``"fourier"`` the
+            parameters ``P`` that give that image, pixel values clamped to [0.001, 0.999]).
+        seed: seed of the random initialisation and of the random transforms.
+        optimizer: ``"momentum"`` or ``"adam"`` (default ``PARAM_DEFAULTS[param][2]``).
         momentum: heavy-ball coefficient (0 gives plain gradient ascent).
-        clip: project onto the valid pixel range after each step.
+        clip: project onto the valid pixel range after each step (pixel parameterisation).
         size: side of the images (default ``clf.input_size``).
+        precondition: pixel parameterisation only: filter each gradient by ``1/max(|f|,1)^p``
+            (0: off), a spectral preconditioner without the reparameterisation.
         show_progress: progress bar over the steps.
+        param: ``"pixel"``, ``"fourier"`` or a :class:`FourierParam` (see above).
+        snapshots: steps ``t`` after which to keep a copy of the images (``result.snapshots``).
 
     Returns:
         :class:`ClassModelResult` with ``images`` ``(K, 3, H, W)`` in [0, 1], ``inputs``, and the
-        ``(steps + 1, K)`` histories of scores, posteriors, other classes' scores and norms.
+        ``(steps + 1, K)`` histories of scores, posteriors, other classes' scores and norms (for
+        ``"fourier"`` rows ``0 .. steps-1`` are measured on the transformed copy that was scored,
+        the last row on the final image itself).
 
     Raises:
-        ValueError / TypeError: unknown class, bad ``steps``/``lr``/``l2``/``objective``/``init``.
+        ValueError / TypeError: unknown class, bad ``steps``/``lr``/``l2``/``objective``/``init``/``param``.
     """
+    kind, fp = _resolve_param(param)
+    d_steps, d_lr, d_opt = PARAM_DEFAULTS[kind]
+    steps = d_steps if steps is None else steps
+    lr = d_lr if lr is None else lr
+    optimizer = d_opt if optimizer is None else optimizer
     ks = _resolve_classes(clf, classes)
     k = len(ks)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
@@ -242,17 +332,21 @@ def class_model(
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if not (0.0 <= momentum < 1.0):
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    snaps = sorted({int(t) for t in snapshots})
+    if any(t < 0 or t > steps for t in snaps):
+        raise ValueError(f"snapshots must be steps in 0..{steps}, got {list(snapshots)}")
     size = int(size or clf.input_size)
     dev = clf.device
     lam = _l2_vector(l2, k, dev)
     x0, init_name = _initial_inputs(clf, init, k, size, seed)
-    lo = ((0.0 - clf._mean_t) / clf._std_t).to(dev)
-    hi = ((1.0 - clf._mean_t) / clf._std_t).to(dev)
-    if clip:
+    lo = clf.normalize(torch.zeros(1, 3, 1, 1, device=dev))   # the valid input range
+    hi = clf.normalize(torch.ones(1, 3, 1, 1, device=dev))
+    if clip or kind == "fourier":
         x0 = torch.maximum(torch.minimum(x0, hi), lo)
     target = torch.tensor(ks, device=dev)
     rows = torch.arange(k, device=dev)
     hist = {n: torch.empty(steps + 1, k) for n in ("scores", "posteriors", "others_mean", "others_max", "norms")}
+    kept: dict[int, torch.Tensor] = {}
 
     def record(t: int, x: torch.Tensor, logits: torch.Tensor) -> None:
         logits = logits.detach().float()
@@ -265,37 +359,56 @@ def class_model(
         hist["others_mean"][t] = ((logits.sum(1) - s) / (logits.shape[1] - 1)).cpu()
         hist["norms"][t] = x.detach().flatten(1).norm(dim=1).cpu()
 
-    x = x0.clone().requires_grad_(True)
-    if optimizer == "momentum":
-        opt = torch.optim.SGD([x], lr=lr, momentum=momentum, maximize=True)
+    if kind == "fourier":
+        from .param import FourierImage, random_transform
+
+        fimg = FourierImage(k, size, size, clf.mean, fp.alpha, fp.colour_matrix(), dev)
+        var = fimg.inverse(clf.denormalize(x0)) if init_name != "zero" else fimg.zeros()
+        render = lambda p: clf.normalize(fimg(p))  # noqa: E731
+        gen = torch.Generator().manual_seed(int(seed))
+        move = lambda x: random_transform(x, gen, fp.jitter, fp.scale, fp.rotate)  # noqa: E731
     else:
-        opt = torch.optim.Adam([x], lr=lr, maximize=True)
+        var = x0.clone()
+        render = move = lambda x: x  # noqa: E731
+    var.requires_grad_(True)
+    if optimizer == "momentum":
+        opt = torch.optim.SGD([var], lr=lr, momentum=momentum, maximize=True)
+    else:
+        opt = torch.optim.Adam([var], lr=lr, maximize=True)
     with frozen(clf.net) as net:
         for t in progress(range(steps), desc="class model", total=steps, disable=not show_progress):
+            if t in snaps:
+                with torch.no_grad():
+                    kept[t] = clf.denormalize(render(var)).cpu()
             opt.zero_grad(set_to_none=True)
-            logits = net(x)
+            x = render(var)
+            logits = net(move(x))
             if logits.ndim != 2 or logits.shape[0] != k:
                 raise ValueError(f"the network returned scores of shape {tuple(logits.shape)}, expected ({k}, n_classes)")
             record(t, x, logits)
             fit = logits.log_softmax(1)[rows, target] if objective == "posterior" else logits[rows, target]
             J = (fit - lam * x.pow(2).flatten(1).sum(1)).sum()
             J.backward()
-            if precondition:
-                x.grad = _spectral_filter(x.grad, precondition)
+            if precondition and kind == "pixel":
+                var.grad = _spectral_filter(var.grad, precondition)
             opt.step()
-            if clip:
+            if clip and kind == "pixel":
                 with torch.no_grad():
-                    x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+                    var.copy_(torch.maximum(torch.minimum(var, hi), lo))
         with torch.no_grad():
-            xf = x.detach().clone()
+            xf = render(var).detach().clone()
             record(steps, xf, net(xf))
     if not torch.isfinite(xf).all():
         raise FloatingPointError("class model optimisation diverged (NaN/inf); lower lr or raise l2")
+    images = clf.denormalize(xf)
+    if steps in snaps:
+        kept[steps] = images.cpu()
     return ClassModelResult(
-        images=clf.denormalize(xf), inputs=xf, classes=ks, class_names=[clf.class_names[c] for c in ks],
+        images=images, inputs=xf, classes=ks, class_names=[clf.class_names[c] for c in ks],
         steps=int(steps), lr=float(lr), l2=lam.cpu(), objective=objective, optimizer=optimizer,
-        momentum=float(momentum), clip=bool(clip), init=init_name, seed=int(seed),
-        settings=dict(size=size, model=getattr(clf, "name", "")), **hist,
+        momentum=float(momentum), clip=bool(clip) if kind == "pixel" else False, init=init_name, seed=int(seed),
+        settings=dict(size=size, model=getattr(clf, "name", ""), param=kind, fourier=fp),
+        param=kind, snapshots=kept, **hist,
     )
 
 
