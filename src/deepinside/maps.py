@@ -469,28 +469,38 @@ def _coverage(n_pos: int, size: int, window: int, stride: int, device: torch.dev
     return ((i >= start) & (i < start + window)).float()
 
 
-def occlusion_map(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, window: int = 56,
-                  stride: int = 28, signed: bool = False, **occlusion_options: Any) -> torch.Tensor:
+def occlusion_map(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, window: int | None = None,
+                  stride: int | None = None, signed: bool = False,
+                  **occlusion_options: Any) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014, Sect. 4.2, Fig. 7) as a per-pixel map.
 
     :func:`deepinside.occlusion` gives the class score :math:`S_c` with the grey square at each
-    of ``(Py, Px)`` positions; the map at a pixel is the score drop :math:`S_c(x) - S_c(x_{occ})`
-    averaged over the square positions that cover it (Captum's ``Occlusion`` attribution),
-    rectified unless ``signed``. ``window``/``stride`` in input pixels. ``(B, H, W)``.
+    of ``(Py, Px)`` positions (top-left corners ``k * stride``, clipped at the border as Captum's
+    ``Occlusion``); the map at a pixel is the score drop :math:`S_c(x) - S_c(x_{occ})` averaged
+    over the square positions that cover it (Captum's ``Occlusion`` attribution), rectified
+    unless ``signed``. ``window``/``stride`` in input pixels (None: that function's defaults);
+    other options (``fill``, ...) are passed on. ``(B, H, W)``.
     """
     occlusion = _occlusion_function()
     if occlusion is None:
         raise ValueError("map method 'occlusion' needs deepinside.occlusion (the Zeiler & Fergus "
                          "occlusion experiment), which this installation does not have")
-    res = occlusion(clf, x, targets, window=window, stride=stride, **occlusion_options)
-    occ = torch.as_tensor(res.score, dtype=torch.float32, device=x.device)
+    kw = {k: v for k, v in (("window", window), ("stride", stride)) if v is not None}
+    if "show_progress" in inspect.signature(occlusion).parameters:
+        kw["show_progress"] = False
+    res = occlusion(clf, x, targets, **kw, **occlusion_options)
+    occ = torch.as_tensor(res.score, dtype=torch.float32).to(x.device)
     if occ.ndim != 3 or occ.shape[0] != len(x):
         raise ValueError(f"occlusion returned scores of shape {tuple(occ.shape)}, expected (B, Py, Px)")
-    base = clf.scores(x).gather(1, targets[:, None]).float()[:, :, None]
-    drop = base - occ
+    win = tuple(getattr(res, "window", None) or (window, window))
+    step = tuple(getattr(res, "stride", None) or (stride, stride))
+    base = getattr(res, "base_score", None)
+    if base is None:
+        base = clf.scores(x).gather(1, targets[:, None])[:, 0]
+    drop = torch.as_tensor(base, dtype=torch.float32).to(x.device)[:, None, None] - occ
     h, w = x.shape[2:]
-    cy = _coverage(occ.shape[1], h, window, stride, x.device)
-    cx = _coverage(occ.shape[2], w, window, stride, x.device)
+    cy = _coverage(occ.shape[1], h, int(win[0]), int(step[0]), x.device)
+    cx = _coverage(occ.shape[2], w, int(win[1]), int(step[1]), x.device)
     total = torch.einsum("pi,bpq,qj->bij", cy, drop, cx)
     count = torch.einsum("pi,qj->ij", cy, cx)
     m = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
