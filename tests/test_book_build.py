@@ -20,9 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "_build" / "nbval" / "book"
 
 
+VENDOR = ROOT / "_build" / "vendor"
+
+
 def _stage(tmp: Path) -> tuple[Path, list[str]]:
     stage = tmp / "book-src"
-    shutil.copytree(ROOT / "book", stage / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build"))
+    ignore = shutil.ignore_patterns(".ipynb_checkpoints", "_build")
+    shutil.copytree(ROOT / "book", stage / "book", ignore=ignore)
     for f in ("_toc.yml", "references.bib"):
         shutil.copy(ROOT / f, stage / f)
     reused = []
@@ -33,12 +37,17 @@ def _stage(tmp: Path) -> tuple[Path, list[str]]:
             reused.append(f"book/{nb.name}")
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     cfg["execute"].update(execute_notebooks="force", exclude_patterns=reused, cache="")
+    sphinx = cfg["sphinx"]["config"]
+    # static files (CSS, MathJax, widget manager) from the repository, by absolute path
+    sphinx["html_static_path"] = [str(ROOT / p) for p in sphinx["html_static_path"]]
     (stage / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return stage, reused
 
 
 @pytest.mark.slow
 def test_book_builds_without_warnings(tmp_path):
+    assert (VENDOR / "mathjax" / "tex-mml-chtml.js").exists(), (
+        f"{VENDOR} lacks MathJax and the widget manager the pages load: run `make vendor`")
     stage, reused = _stage(tmp_path)
     out = ROOT / "_build" / "test-book"
     shutil.rmtree(out, ignore_errors=True)
