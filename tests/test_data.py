@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,22 @@ def test_huge_image_is_refused_before_decoding(tmp_path):
         di.load_image(p, max_pixels=100_000)
 
 
+def test_max_pixels_above_pils_bomb_limit_is_honoured(tmp_path, monkeypatch):
+    # regression: PIL's own limit (~89 Mpx; an error above twice it) fired before max_pixels.
+    # A small image and a lowered PIL limit stand for a 90 Mpx photo.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    p = _save(tmp_path, Image.new("RGB", (60, 50), (1, 2, 3)), "wide.png")   # 3000 px: 3x PIL's
+    assert di.load_image(p, max_pixels=10_000).size == (60, 50)
+    assert Image.MAX_IMAGE_PIXELS == 1000                                       # restored
+    with pytest.raises(ValueError, match="wide.png.*max_pixels"):
+        di.load_image(p, max_pixels=2_000)
+    with pytest.raises(di.data.UnreadableImageError):
+        di.load_image(p, max_pixels=2_000)
+    with pytest.raises(ValueError, match="max_pixels must be a positive int"):
+        di.load_image(p, max_pixels=0)
+
+
+@pytest.mark.slow
 def test_one_pixel_image_loads_but_is_refused_by_the_classifier(tmp_path, clf):
     img = di.load_image(_save(tmp_path, Image.new("RGB", (1, 1)), "dot.png"))
     assert img.size == (1, 1)
@@ -157,6 +174,40 @@ def test_ilsvrc_reader_refuses_wrong_layouts(tmp_path):
     (root / "annotations" / "ILSVRC2012_val_00000001.xml").write_text("<annotation><object>")
     with pytest.raises(ValueError, match="not valid XML"):
         di.IlsvrcDataset(root)
+
+
+def _annotation(width: str = "50", height: str = "40", box: str = "<xmin>0</xmin><ymin>2</ymin>"
+                "<xmax>49</xmax><ymax>30</ymax>") -> str:
+    return (f"<annotation><size><width>{width}</width><height>{height}</height></size>"
+            f"<object><name>n01440764</name><bndbox>{box}</bndbox></object></annotation>")
+
+
+@pytest.mark.parametrize("xml, message", [
+    (_annotation(box="<ymin>2</ymin><xmax>49</xmax><ymax>30</ymax>"), "has no <xmin>"),
+    (_annotation(box="<xmin>40</xmin><ymin>2</ymin><xmax>10</xmax><ymax>30</ymax>"), "xmax < xmin"),
+    (_annotation(box="<xmin>0</xmin><ymin>30</ymin><xmax>10</xmax><ymax>2</ymax>"), "ymax < ymin"),
+    (_annotation(box="<xmin>nan</xmin><ymin>2</ymin><xmax>10</xmax><ymax>30</ymax>"), "not a finite"),
+    (_annotation(box="<xmin>a</xmin><ymin>2</ymin><xmax>10</xmax><ymax>30</ymax>"), "not a number"),
+    (_annotation(width="five hundred"), "<width>five hundred</width> is not a number"),
+    (_annotation(height="0"), "has no pixels"),
+])
+def test_ilsvrc_reader_refuses_bad_boxes_naming_the_file(tmp_path, xml, message):
+    # regression: a missing <xmin> became NaN, xmax < xmin passed, "five hundred" a bare int() error
+    root = _fake_ilsvrc(tmp_path / "val")
+    (root / "annotations" / "ILSVRC2012_val_00000002.xml").write_text(xml)
+    with pytest.raises(ValueError, match=r"ILSVRC2012_val_00000002\.xml.*" + re.escape(message)):
+        di.IlsvrcDataset(root)
+
+
+def test_ilsvrc_check_images_names_an_unreadable_file(tmp_path):
+    root = _fake_ilsvrc(tmp_path / "val")
+    di.IlsvrcDataset(root).check_images()
+    (root / "images" / "ILSVRC2012_val_00000003.JPEG").write_bytes(b"not a jpeg at all")
+    ds = di.IlsvrcDataset(root)
+    with pytest.raises(di.data.UnreadableImageError, match="ILSVRC2012_val_00000003.JPEG"):
+        ds.check_images()
+    with pytest.raises(di.data.UnreadableImageError, match="ILSVRC2012_val_00000003.JPEG"):
+        ds[2]
 
 
 def test_ilsvrc_sample_when_present(ilsvrc_root):

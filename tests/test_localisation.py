@@ -110,6 +110,21 @@ def test_constant_saliency_gives_empty_mask(value):
     assert di.bounding_box(mask) is None
 
 
+@pytest.mark.parametrize("value", [0.5, 0.1, 1e-7])
+def test_constant_map_resized_to_the_working_side_gives_empty_mask(value):
+    # regression: the area resize to work_side turned 0.5 everywhere into 242 values, 554 px mask
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    assert not di.segment(img, np.full((300, 451), value)).any()
+    d = di.segment(img, np.full((300, 451), value), details=True)
+    assert not (d.mask.any() or d.foreground.any() or d.fg_seeds.any() or d.bg_seeds.any())
+    sal = np.zeros((300, 451))
+    valid = np.zeros((300, 451), bool)
+    valid[50:250, 100:300] = True
+    sal[valid] = value                                  # constant inside the frame
+    assert not di.segment(img, sal, valid=valid).any()
+
+
 def test_one_pixel_foreground_does_not_crash():
     img, _, _ = _scene()
     sal = np.zeros((H, W))

@@ -10,7 +10,9 @@ localisation annotations (PASCAL-VOC style XML, one ``<object>`` per ground-trut
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -20,11 +22,13 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["load_image", "to_rgb", "sample_images", "SAMPLE_IMAGES", "IlsvrcDataset", "IlsvrcRecord",
+__all__ = ["load_image", "UnreadableImageError", "to_rgb", "sample_images", "SAMPLE_IMAGES", "IlsvrcDataset", "IlsvrcRecord",
            "default_ilsvrc_root"]
 
 #: Largest image accepted by :func:`load_image` (pixels), unless ``max_pixels`` says otherwise.
 MAX_PIXELS = 100_000_000
+#: Serialises the moments :func:`load_image` lifts PIL's own bomb limit for a larger max_pixels.
+_PIL_LIMIT_LOCK = threading.Lock()
 _EXTS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
@@ -59,6 +63,28 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image.convert("RGB")
 
 
+class UnreadableImageError(ValueError):
+    """A file that is not a readable image (empty, not an image, truncated, too large); the
+    message names the file. A ``ValueError``, so existing ``except ValueError`` still catch it."""
+
+
+def _open(p: Path, max_pixels: int) -> Image.Image:
+    """``Image.open`` whose pixel limit is ``max_pixels`` rather than PIL's own
+    (``Image.MAX_IMAGE_PIXELS``, ~89 Mpx, an error above twice that): the limit is checked here,
+    before decoding, so PIL's is lifted (under a lock) while the header is read when
+    ``max_pixels`` is larger than PIL's."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or max_pixels <= limit:
+        return Image.open(p)
+    with _PIL_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(p)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Read an image file as an 8-bit RGB PIL image, upright.
 
@@ -66,37 +92,44 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.I
     all become RGB). The whole file is decoded here, so a truncated file fails now rather than
     later inside a model.
 
+    ``max_pixels`` is the only size limit: PIL's own decompression-bomb limit (~89 Mpx) is
+    replaced by it, so ``max_pixels=200_000_000`` loads a 90 Mpx photo.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: naming the file, for an empty file, a directory, a file that is not an image,
-            a truncated/corrupt image, or one larger than ``max_pixels``.
+        UnreadableImageError (a ValueError): naming the file, for an empty file, a directory, a
+            file that is not an image, a truncated/corrupt image, or one larger than
+            ``max_pixels``.
+        ValueError: ``max_pixels`` not a positive int.
     """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such image file: {p}")
     if p.is_dir():
-        raise ValueError(f"{p} is a directory, not an image file")
+        raise UnreadableImageError(f"{p} is a directory, not an image file")
     if p.stat().st_size == 0:
-        raise ValueError(f"{p} is empty (0 bytes), not an image")
+        raise UnreadableImageError(f"{p} is empty (0 bytes), not an image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with _open(p, int(max_pixels)) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise ValueError(f"{p} is {w}x{h} = {w * h:,} pixels, more than max_pixels={max_pixels:,}; "
+                    raise UnreadableImageError(f"{p} is {w}x{h} = {w * h:,} pixels, more than max_pixels={max_pixels:,}; "
                                      f"downscale it first or pass a larger max_pixels")
                 if w < 1 or h < 1:
-                    raise ValueError(f"{p} has no pixels ({w}x{h})")
+                    raise UnreadableImageError(f"{p} has no pixels ({w}x{h})")
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return to_rgb(im)
     except UnidentifiedImageError as e:
-        raise ValueError(f"{p} is not an image file PIL can read") from e
+        raise UnreadableImageError(f"{p} is not an image file PIL can read") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"{p} is absurdly large ({e})") from e
+        raise UnreadableImageError(f"{p} is absurdly large ({e})") from e
     except (OSError, SyntaxError) as e:  # truncated / corrupt data
-        raise ValueError(f"{p} is truncated or corrupt: {e}") from e
+        raise UnreadableImageError(f"{p} is truncated or corrupt: {e}") from e
 
 
 # -- offline photographs -----------------------------------------------------------------------
@@ -182,6 +215,21 @@ class IlsvrcRecord:
     box_wnids: tuple[str, ...]
 
 
+def _xml_number(parent: ET.Element, tag: str, xml_path: Path, kind: type) -> float | int:
+    """The number in ``<tag>`` under ``parent`` (``int`` or finite ``float``); else a ValueError
+    naming the file and the tag."""
+    text = parent.findtext(tag)
+    if text is None or not text.strip():
+        raise ValueError(f"{xml_path}: <{parent.tag}> has no <{tag}>")
+    try:
+        value = kind(float(text)) if kind is int and "." in text else kind(text.strip())
+    except ValueError:
+        raise ValueError(f"{xml_path}: <{tag}>{text.strip()}</{tag}> is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{xml_path}: <{tag}> is {text.strip()}, not a finite number")
+    return value
+
+
 def _parse_annotation(xml_path: Path, wnid_index: dict[str, int], image_path: Path) -> IlsvrcRecord:
     try:
         root = ET.parse(xml_path).getroot()
@@ -190,14 +238,19 @@ def _parse_annotation(xml_path: Path, wnid_index: dict[str, int], image_path: Pa
     size = root.find("size")
     if size is None:
         raise ValueError(f"{xml_path} has no <size> element: not an ILSVRC/PASCAL-VOC annotation")
-    width, height = int(size.findtext("width", "0")), int(size.findtext("height", "0"))
+    width, height = (_xml_number(size, k, xml_path, int) for k in ("width", "height"))
+    if width < 1 or height < 1:
+        raise ValueError(f"{xml_path}: <size> {width}x{height} has no pixels")
     boxes, wn = [], []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         bb = obj.find("bndbox")
         if bb is None or name not in wnid_index:
             raise ValueError(f"{xml_path}: object without a <bndbox> or with unknown WordNet id {name!r}")
-        x0, y0, x1, y1 = (float(bb.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax"))
+        x0, y0, x1, y1 = (_xml_number(bb, k, xml_path, float) for k in ("xmin", "ymin", "xmax", "ymax"))
+        if x1 < x0 or y1 < y0:
+            raise ValueError(f"{xml_path}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has xmax < xmin or "
+                             "ymax < ymin")
         boxes.append((x0, y0, x1 + 1.0, y1 + 1.0))
         wn.append(name)
     if not boxes:
@@ -236,6 +289,22 @@ class IlsvrcDataset:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def check_images(self, max_pixels: int = MAX_PIXELS) -> None:
+        """Open every image's header (no decoding): raises :class:`UnreadableImageError` naming
+        the first file that is not an image or is too large. Cheap (~0.1 ms per file); a file
+        truncated after its header is found only when it is decoded (``dataset[i]``)."""
+        for rec in self.records:
+            p = rec.image_path
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with _open(p, max_pixels) as im:
+                        w, h = im.size
+            except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+                raise UnreadableImageError(f"{p} is not an image file PIL can read ({e})") from None
+            if w * h > max_pixels or w < 1 or h < 1:
+                raise UnreadableImageError(f"{p} is {w}x{h} pixels: outside 1..max_pixels={max_pixels:,}")
 
     def __getitem__(self, i: int) -> tuple[Image.Image, IlsvrcRecord]:
         rec = self.records[i]

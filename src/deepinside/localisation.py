@@ -399,6 +399,17 @@ def segment(
     if work_side is not None and work_side < 2:
         raise ValueError(f"work_side must be >= 2 pixels or None, got {work_side}")
 
+    # A constant map (over the valid pixels) carries no evidence of where the object is: empty.
+    # Checked here, on the map as given: resizing it below would turn float rounding into a
+    # spread of values whose quantiles would seed a spurious object.
+    region = sal if valid is None else sal[valid]
+    if region.size == 0 or float(region.min()) == float(region.max()):
+        empty = np.zeros((H, W), dtype=bool)
+        if details:
+            return Segmentation(empty, empty.copy(), empty.copy(), empty.copy(),
+                                smooth_saliency(sal, smooth))
+        return empty
+
     # working resolution
     scale = 1.0 if work_side is None else min(1.0, work_side / min(H, W))
     if scale < 1.0:
