@@ -224,3 +224,21 @@ def test_fourier_leaves_model_state_alone():
     before = model_state(clf.net)
     class_model(clf, [0], steps=2, param="fourier", show_progress=False)
     assert_same_state(before, model_state(clf.net))
+
+
+def test_cached_class_model_stores_and_reloads(tmp_path):
+    from deepinside.class_model import cached_class_model
+
+    clf = linear_clf()
+    a = cached_class_model(tmp_path, clf, [0, 1], steps=3, param="fourier", show_progress=False)
+    files = list(tmp_path.glob("class_model-*.pt"))
+    assert len(files) == 1
+    b = cached_class_model(tmp_path, clf, ["class0", 1], steps=3, param="fourier", show_progress=False)
+    assert torch.equal(a.images, b.images) and torch.equal(a.scores, b.scores)
+    assert b.settings["fourier"] == a.settings["fourier"] and b.param == "fourier"
+    cached_class_model(tmp_path, clf, [0, 1], steps=4, param="fourier", show_progress=False)
+    assert len(list(tmp_path.glob("class_model-*.pt"))) == 2           # other settings, other key
+    c = cached_class_model(None, clf, [0, 1], steps=3, param="fourier", show_progress=False)
+    assert torch.equal(c.images, a.images)                             # no cache: same, seeded
+    with pytest.raises(ValueError):
+        cached_class_model(tmp_path, clf, [0], steps=1, init=torch.rand(3, 4, 4))

@@ -24,6 +24,7 @@ ascent, ``clip=True``); both choices are measured in the book's chapter 1.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -35,7 +36,8 @@ from ._progress import progress
 from .models import Classifier, frozen
 
 __all__ = ["class_model", "ClassModelResult", "FourierParam", "OBJECTIVES", "OPTIMIZERS", "PARAMS",
-           "PARAM_DEFAULTS", "recognised", "sweep"]
+           "PARAM_DEFAULTS", "GALLERY", "cached_class_model", "default_cache_dir", "recognised",
+           "sweep"]
 
 #: What is maximised: the unnormalised class score S_c (the paper) or the log-posterior log P_c.
 OBJECTIVES = ("score", "posterior")
@@ -196,9 +198,9 @@ class FourierParam:
 
     alpha: float = 1.0
     colour: str | tuple = "photo"
-    jitter: float = 8.0
-    scale: tuple[float, float] = (0.95, 1.05)
-    rotate: float = 5.0
+    jitter: float = 12.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    rotate: float = 10.0
 
     def colour_matrix(self) -> torch.Tensor:
         """The ``(3, 3)`` colour matrix ``C``."""
@@ -469,3 +471,112 @@ def sweep(
                          "recognised": bool(ok[i])})
         results.append(r)
     return rows, results
+
+
+#: 48 classes for the gallery beyond the paper, spread over ImageNet's hierarchy: group -> names.
+GALLERY: dict[str, list[str]] = {
+    "mammals": ["tabby", "tiger", "lion", "giant panda", "zebra", "koala", "hippopotamus",
+                "golden retriever"],
+    "birds, reptiles, fish, insects": ["flamingo", "peacock", "bald eagle", "green lizard",
+                                       "goldfish", "monarch", "ladybug", "tree frog"],
+    "vehicles": ["school bus", "fire engine", "steam locomotive", "tractor", "airliner",
+                 "canoe", "mountain bike", "police van"],
+    "household objects": ["teapot", "grand piano", "wall clock", "umbrella", "acoustic guitar",
+                          "banjo", "lampshade", "rocking chair"],
+    "food and plants": ["pizza", "strawberry", "pineapple", "broccoli", "mushroom", "daisy",
+                        "corn", "banana"],
+    "scenes and structures": ["volcano", "alp", "coral reef", "lakeside", "castle",
+                              "lighthouse", "church", "suspension bridge"],
+}
+
+
+def _fingerprint(clf: Classifier) -> str:
+    """A short hash of the network's weights (so a cache never mixes two models of one name)."""
+    import hashlib
+
+    h = hashlib.sha1(clf.name.encode())
+    for p in clf.net.state_dict().values():
+        if p.is_floating_point():
+            h.update(np.float64(p.double().sum().item()).tobytes())
+    return h.hexdigest()[:12]
+
+
+def _source_hash() -> str:
+    """Hash of the code (not the docstrings or comments) of this module, :mod:`deepinside.param`
+    and the shipped colour statistics: a change of the computation invalidates cached results,
+    a change of the documentation does not."""
+    import ast
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha1()
+    for f in ("class_model.py", "param.py", "_colour_stats.py"):
+        tree = ast.parse((Path(__file__).parent / f).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(ast.dump(tree).encode())
+    return h.hexdigest()[:12]
+
+
+def cached_class_model(cache_dir: str | os.PathLike | None, clf: Classifier,
+                       classes: int | str | Sequence[int | str], **kwargs) -> ClassModelResult:
+    """:func:`class_model` with its result kept on disk, keyed by everything it depends on.
+
+    The key hashes the model's name and weights, the resolved class indices, every keyword
+    argument (a :class:`FourierParam` by its fields) and the source of this module and of
+    :mod:`deepinside.param`: any change recomputes. ``cache_dir=None`` computes without caching.
+    Only plain tensors and numbers are stored (loaded with ``torch.load(weights_only=True)``).
+    ``init`` must be a string (images are not hashed).
+    """
+    import hashlib
+    import json
+    from dataclasses import asdict, is_dataclass
+    from pathlib import Path
+
+    if cache_dir is None:
+        return class_model(clf, classes, **kwargs)
+    if not isinstance(kwargs.get("init", "zero"), str):
+        raise ValueError("cached_class_model() caches string inits only ('zero', 'random')")
+    ks = _resolve_classes(clf, classes)
+    key_kw = {n: (asdict(v) if is_dataclass(v) else v) for n, v in sorted(kwargs.items())
+              if n != "show_progress"}
+    key_kw = {n: (v.tolist() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, range) else v)
+              for n, v in key_kw.items()}
+    blob = json.dumps([_fingerprint(clf), _source_hash(), ks, key_kw], sort_keys=True, default=str)
+    path = Path(cache_dir) / f"class_model-{hashlib.sha1(blob.encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        d = torch.load(path, weights_only=True)
+        fp = d["settings"].get("fourier")
+        d["settings"]["fourier"] = FourierParam(**{k: (tuple(v) if isinstance(v, list) else v)
+                                                   for k, v in fp.items()}) if fp else None
+        d["images"] = d["images"].to(clf.device)
+        d["inputs"] = d["inputs"].to(clf.device)
+        return ClassModelResult(**d)
+    r = class_model(clf, ks, **kwargs)
+    d = {f: getattr(r, f) for f in r.__dataclass_fields__}
+    d["settings"] = {**r.settings, "fourier": asdict(r.settings["fourier"]) if r.settings.get("fourier") else None}
+    d["images"], d["inputs"] = r.images.cpu(), r.inputs.cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(d, tmp)
+    tmp.replace(path)
+    return r
+
+
+def default_cache_dir() -> "os.PathLike | None":
+    """Where the book keeps computed class models: ``$DEEPINSIDE_CACHE`` if set, else
+    ``_build/cache`` of the book (the first folder at or above the working directory that holds
+    ``_config.yml``), else None (no caching)."""
+    from pathlib import Path
+
+    env = os.environ.get("DEEPINSIDE_CACHE")
+    if env:
+        return Path(env)
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:
+        if (d / "_config.yml").is_file():
+            return d / "_build" / "cache"
+    return None
