@@ -50,6 +50,8 @@ __all__ = [
 
 # saliency methods by name (maps.py) and the metrics of chapter 6 (metrics.py)
 from .maps import available_maps, compute_maps, map_names, register_map  # noqa: E402
-from . import maps  # noqa: E402,I001
+from .metrics import deletion_insertion, pointing_game, randomisation_test  # noqa: E402
+from . import maps, metrics  # noqa: E402,I001
 
-__all__ += ["compute_maps", "register_map", "map_names", "available_maps"]
+__all__ += ["compute_maps", "register_map", "map_names", "available_maps",
+            "pointing_game", "deletion_insertion", "randomisation_test"]

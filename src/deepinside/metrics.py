@@ -1,0 +1,646 @@
+"""Do the maps explain the model? Three tests for every saliency method of :mod:`deepinside.maps`.
+
+- **Pointing game** (Zhang et al. 2016/2018, the protocol of TorchRay's benchmark): the map's
+  maximum, in original image pixels, is a *hit* when it lies within ``tolerance`` (15) pixels of
+  a ground-truth box of the class; accuracy over images and averaged over classes, beside the
+  centre-point baseline (the image's centre as the "maximum").
+- **Deletion and insertion** (Petsiuk et al. 2018, RISE, Sect. 4.1): pixels are removed (deletion:
+  set to the fill value) or added (insertion: copied onto a blurred version of the image) in the
+  order of the map, a fixed number per step, while the probability of the class is tracked; the
+  area under each curve (AUC) summarises it (deletion: lower is better; insertion: higher).
+  Random-order and centre-first orders are the baselines.
+- **Model randomisation** (Adebayo et al. 2018, Sect. 3.1 "cascading randomization" and
+  "independent randomization"): the weights of one block after the other are re-initialised,
+  from the classifier down to the stem, on a *copy* of the network; each map is recomputed and
+  compared with the original one by Spearman rank correlation (signed and absolute values), SSIM
+  and the correlation of HOG features. A map that explains the model must change when the model
+  does.
+
+All three take maps by method name (:func:`deepinside.compute_maps`) or precomputed ``(N, H, W)``
+tensors on the centre crop's input grid (the frame of :mod:`deepinside.maps`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import inspect
+import pickle
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ._progress import progress
+from .frames import map_to_image
+from .maps import _REGISTRY, compute_maps, map_names
+from .models import Classifier, frozen
+
+__all__ = ["pointing_game", "pointing_hits", "centre_point", "deletion_insertion", "baseline_maps",
+           "randomisation_test", "randomisation_blocks", "RandomisationResult", "map_similarity",
+           "SIMILARITIES", "BASELINES", "evaluate_maps", "summary_markdown", "cached", "sem"]
+
+#: Orders that are not saliency methods: the baselines of the pointing game and deletion/insertion.
+BASELINES = ("centre", "random")
+#: Similarity measures of the randomisation test (Adebayo et al. 2018, Sect. 3).
+SIMILARITIES = ("spearman", "spearman_abs", "ssim", "hog")
+
+
+def sem(values: Iterable[float]) -> float:
+    """Standard error of the mean, ``std(ddof=1) / sqrt(n)`` (NaN for n < 2), ignoring NaN."""
+    v = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+# -- pointing game -----------------------------------------------------------------------------------
+
+
+def centre_point(width: int, height: int) -> tuple[int, int]:
+    """The centre-point baseline: pixel ``(W // 2, H // 2)`` (x, y) of a ``W x H`` image."""
+    return int(width) // 2, int(height) // 2
+
+
+def _box_mask(boxes: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool: pixels whose centre ``(i + 0.5, j + 0.5)`` lies in a half-open box."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        c0, c1 = (int(np.ceil(v - 0.5)) for v in (x0, x1))
+        r0, r1 = (int(np.ceil(v - 0.5)) for v in (y0, y1))
+        mask[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
+    return mask
+
+
+def pointing_hits(points: np.ndarray, boxes: Sequence[Sequence[Sequence[float]]],
+                  sizes: Sequence[tuple[int, int]], tolerance: float = 15) -> np.ndarray:
+    """Hit or miss of each point (Zhang et al. 2018, Sect. 5.1, TorchRay's protocol).
+
+    A point ``(x, y)`` (pixel indices) is a hit when some pixel of the union of the image's
+    boxes lies within Euclidean distance ``tolerance`` of it: the boxes' mask is intersected with
+    a disc of radius ``tolerance`` around the point.
+
+    Args:
+        points: ``(N, 2)`` integer ``(x, y)``.
+        boxes: per image, its ground-truth boxes ``(x0, y0, x1, y1)`` (half-open pixels).
+        sizes: per image, ``(W, H)``.
+        tolerance: the radius in pixels (15 in the protocol).
+
+    Returns:
+        ``(N,)`` bool.
+    """
+    r = int(np.floor(tolerance))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    disc = dx ** 2 + dy ** 2 <= tolerance ** 2
+    hits = np.zeros(len(points), dtype=bool)
+    for n, ((px, py), bx, (w, h)) in enumerate(zip(np.asarray(points, int), boxes, sizes)):
+        mask = np.pad(_box_mask(bx, h, w), r)
+        hits[n] = bool((mask[py:py + 2 * r + 1, px:px + 2 * r + 1] & disc).any())
+    return hits
+
+
+def _items(dataset: Any) -> list[tuple[Image.Image, Any]]:
+    items = list(dataset)
+    if not items:
+        raise ValueError("the dataset is empty")
+    for i, it in enumerate(items[:1]):
+        if not (isinstance(it, tuple) and len(it) == 2 and isinstance(it[0], Image.Image)
+                and hasattr(it[1], "boxes") and hasattr(it[1], "label")):
+            raise TypeError(f"dataset item {i} must be (PIL image, record with .boxes and .label), as "
+                            f"deepinside.IlsvrcDataset gives; got {type(it).__name__}")
+    return items
+
+
+def _class_boxes(rec: Any) -> list[tuple[float, float, float, float]]:
+    """The boxes of the record's class (ILSVRC validation boxes all carry it)."""
+    wnids = getattr(rec, "box_wnids", None)
+    if wnids is None:
+        return list(rec.boxes)
+    return [b for b, w in zip(rec.boxes, wnids) if w == rec.wnid] or list(rec.boxes)
+
+
+def pointing_game(
+    clf: Classifier,
+    dataset: Any,
+    maps: str | torch.Tensor = "gradient",
+    tolerance: float = 15,
+    *,
+    batch_size: int = 16,
+    **options: Any,
+) -> dict[str, Any]:
+    """The pointing game (Zhang et al. 2016/2018) on images with ground-truth boxes.
+
+    For each image the map of its ground-truth class (on the centre crop, :mod:`deepinside.maps`)
+    is put back on the original pixels (:func:`deepinside.frames.map_to_image`, zero outside the
+    crop) and its maximum (first in raster order on ties) is the point; :func:`pointing_hits`
+    decides hit or miss. ``maps="centre"`` is the centre-point baseline (:func:`centre_point`).
+
+    Args:
+        clf: the classifier.
+        dataset: a :class:`deepinside.IlsvrcDataset` or a sequence of ``(PIL image, record)``
+            (records with ``.boxes``, ``.label``, optionally ``.wnid``/``.box_wnids``).
+        maps: a method name (:func:`deepinside.map_names`), ``"centre"``, or precomputed
+            ``(N, H, W)`` maps on the centre crop's input grid, in dataset order.
+        tolerance: hit radius in original pixels (15 in the protocol).
+        batch_size, **options: passed to :func:`deepinside.compute_maps`.
+
+    Returns:
+        ``{"accuracy": mean over images, "class_accuracy": mean over classes of the per-class
+        accuracy, "n": images, "classes": number of classes, "accuracy_sem": its standard error,
+        "hits": (N,) bool, "labels": (N,), "points": (N, 2) (x, y)}``.
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
+    items = _items(dataset)
+    n = len(items)
+    if isinstance(maps, torch.Tensor):
+        if maps.ndim != 3 or len(maps) != n:
+            raise ValueError(f"precomputed maps must be (N={n}, H, W), got {tuple(maps.shape)}")
+    elif not isinstance(maps, str) or (maps not in map_names() and maps != "centre"):
+        raise ValueError(f"unknown map {maps!r}: give one of {', '.join(map_names())}, 'centre', "
+                         f"or a (N, H, W) tensor")
+    points = np.zeros((n, 2), dtype=int)
+    for i in progress(range(0, n, batch_size), desc=f"pointing game ({maps if isinstance(maps, str) else 'maps'})"):
+        part = items[i:i + batch_size]
+        if isinstance(maps, str) and maps == "centre":
+            points[i:i + len(part)] = [centre_point(*im.size) for im, _ in part]
+            continue
+        if isinstance(maps, torch.Tensor):
+            m = maps[i:i + len(part)]
+        else:
+            m = compute_maps(clf, [im for im, _ in part], [r.label for _, r in part], method=maps,
+                             batch_size=batch_size, **options)
+        for k, (im, _) in enumerate(part):
+            full = map_to_image(m[k].float().cpu(), im.size, clf, "center")
+            y, x = divmod(int(full.argmax()), full.shape[1])
+            points[i + k] = (x, y)
+    hits = pointing_hits(points, [_class_boxes(r) for _, r in items], [im.size for im, _ in items],
+                         tolerance)
+    labels = np.array([r.label for _, r in items])
+    per_class = [hits[labels == c].mean() for c in np.unique(labels)]
+    return {"accuracy": float(hits.mean()), "class_accuracy": float(np.mean(per_class)), "n": n,
+            "classes": len(per_class), "accuracy_sem": sem(hits.astype(float)), "hits": hits,
+            "labels": labels, "points": points}
+
+
+# -- deletion and insertion --------------------------------------------------------------------------
+
+
+def baseline_maps(kind: str, n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Orders that know nothing of the image, as maps ``(n, H, W)`` (larger = earlier):
+    ``"random"`` (uniform, seeded) and ``"centre"`` (minus the distance to the centre)."""
+    if kind == "random":
+        return torch.rand(n, height, width, generator=torch.Generator().manual_seed(seed))
+    if kind == "centre":
+        yy, xx = torch.meshgrid(torch.arange(height) - (height - 1) / 2,
+                                torch.arange(width) - (width - 1) / 2, indexing="ij")
+        return (-(yy ** 2 + xx ** 2).sqrt())[None].expand(n, -1, -1).clone()
+    raise ValueError(f"unknown baseline {kind!r}; baselines: {BASELINES}")
+
+
+def _ranks(maps: torch.Tensor, seed: int) -> torch.Tensor:
+    """``(N, H*W)`` rank of each pixel in decreasing map order (0 = first); ties broken by a
+    seeded random permutation, never by raster order."""
+    flat = maps.detach().flatten(1).float().cpu()
+    perm = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(seed))
+    order = perm[torch.argsort(-flat[:, perm], dim=1, stable=True)]
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1]).expand_as(order).contiguous())
+    return ranks
+
+
+def _gaussian_blur(x: torch.Tensor, ksize: int, sigma: float) -> torch.Tensor:
+    """Per-channel Gaussian blur (reflect padding) of a ``(N, C, H, W)`` batch."""
+    if sigma <= 0:
+        return x.clone()
+    t = torch.arange(ksize, dtype=x.dtype, device=x.device) - (ksize - 1) / 2
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    c = x.shape[1]
+    pad = ksize // 2
+    y = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    y = F.conv2d(y, g.view(1, 1, 1, -1).expand(c, 1, 1, ksize), groups=c)
+    return F.conv2d(y, g.view(1, 1, -1, 1).expand(c, 1, ksize, 1), groups=c)
+
+
+def deletion_insertion(
+    clf: Classifier,
+    images: Sequence[Image.Image] | torch.Tensor,
+    maps: str | torch.Tensor = "gradient",
+    targets: Any = None,
+    *,
+    steps: int = 32,
+    fill: float = 0.0,
+    blur_size: int = 11,
+    blur_sigma: float = 5.0,
+    batch_size: int = 32,
+    seed: int = 0,
+    modes: Sequence[str] = ("deletion", "insertion"),
+    **options: Any,
+) -> dict[str, Any]:
+    """Deletion and insertion curves (Petsiuk et al. 2018, RISE, Sect. 4.1), all batched.
+
+    The pixels of the centre crop are ranked by the map (decreasing; ties in a seeded random
+    order). At step :math:`s = 0..S` the first :math:`\\lceil s HW / S \\rceil` pixels are
+
+    - *deleted*: set to ``fill`` in network-input units (0: the training mean pixel, grey
+      127/255 for EfficientNet-Lite; RISE's zero substrate), starting from the image;
+    - *inserted*: copied from the image onto its blurred copy (Gaussian, ``blur_size`` x
+      ``blur_size``, :math:`\\sigma` = ``blur_sigma``: RISE's 11 and 5).
+
+    The softmax probability of the target class is tracked; the AUC is the trapezoid area over
+    the fraction of pixels in [0, 1]. Every step of every image is one row of one big batch:
+    ``N * len(modes) * (S + 1)`` forward passes in chunks of ``batch_size``, nothing else.
+
+    Args:
+        clf: the classifier.
+        images: PIL images (centre crop of ``clf.preprocess``) or a normalised ``(N, 3, H, W)``.
+        maps: a method name, ``"random"`` / ``"centre"`` (baselines), or precomputed ``(N, H, W)``.
+        targets: None = the top-1 class of each image (RISE), else as in :func:`compute_maps`.
+        steps: :math:`S`, the number of steps (``H W / S`` pixels each).
+        seed: tie-breaking and the random baseline.
+        modes: which curves.
+        **options: passed to :func:`deepinside.compute_maps`.
+
+    Returns:
+        ``{"deletion", "insertion": mean AUC, "deletion_sem", "insertion_sem", "deletion_auc",
+        "insertion_auc": (N,), "deletion_curve", "insertion_curve": (N, S+1), "fraction": (S+1,),
+        "targets": (N,), "n"}`` (numpy; only the keys of ``modes``).
+    """
+    for m in modes:
+        if m not in ("deletion", "insertion"):
+            raise ValueError(f"unknown mode {m!r}: use 'deletion' and/or 'insertion'")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    from .maps import _as_input, _as_targets
+
+    x = _as_input(clf, images)
+    n, _, h, w = x.shape
+    tgt = _as_targets(clf, x, targets, batch_size)
+    if isinstance(maps, torch.Tensor):
+        if maps.shape != (n, h, w):
+            raise ValueError(f"precomputed maps must be (N, H, W) = {(n, h, w)}, got {tuple(maps.shape)}")
+        m = maps
+    elif isinstance(maps, str) and maps in BASELINES:
+        m = baseline_maps(maps, n, h, w, seed)
+    elif isinstance(maps, str) and maps in map_names():
+        m = compute_maps(clf, x, tgt, method=maps, batch_size=batch_size, **options)
+    else:
+        raise ValueError(f"unknown map {maps!r}: give one of {', '.join(map_names())}, "
+                         f"{', '.join(BASELINES)} or a (N, H, W) tensor")
+    ranks = _ranks(m, seed).to(x.device).view(n, 1, h, w)
+    hw = h * w
+    counts = torch.tensor([min(hw, -(-s * hw // steps)) for s in range(steps + 1)], device=x.device)
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    blurred = _gaussian_blur(x, blur_size, blur_sigma) if "insertion" in modes else None
+    fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
+    jobs = [(mode, i, s) for mode in modes for i in range(n) for s in range(steps + 1)]
+    probs = torch.empty(len(jobs))
+    with frozen(clf.net), torch.no_grad():
+        for j in progress(range(0, len(jobs), batch_size), desc="deletion/insertion"):
+            chunk = jobs[j:j + batch_size]
+            idx = torch.tensor([i for _, i, _ in chunk], device=x.device)
+            first = ranks[idx] < counts[torch.tensor([s for _, _, s in chunk], device=x.device)].view(-1, 1, 1, 1)
+            is_del = torch.tensor([mode == "deletion" for mode, _, _ in chunk], device=x.device).view(-1, 1, 1, 1)
+            xi = x[idx]
+            other = blurred[idx] if blurred is not None else xi
+            # deletion: first pixels -> fill, the rest stay; insertion: first pixels from the image,
+            # the rest from the blurred copy
+            batch = torch.where(first, torch.where(is_del, fill_t, xi), torch.where(is_del, xi, other))
+            batch = batch.contiguous(memory_format=fmt)
+            p = clf.net(batch).softmax(1).gather(1, tgt[idx][:, None])[:, 0]
+            probs[j:j + len(chunk)] = p.float().cpu()
+    frac = (counts.float() / hw).cpu().numpy()
+    out: dict[str, Any] = {"fraction": frac, "targets": tgt.cpu().numpy(), "n": n}
+    curves = probs.view(len(modes), n, steps + 1).numpy()
+    for k, mode in enumerate(modes):
+        auc = np.trapezoid(curves[k], frac, axis=1) if hasattr(np, "trapezoid") else np.trapz(curves[k], frac, axis=1)
+        out[f"{mode}_curve"] = curves[k]
+        out[f"{mode}_auc"] = auc
+        out[mode] = float(auc.mean())
+        out[f"{mode}_sem"] = sem(auc)
+    return out
+
+
+# -- model randomisation -----------------------------------------------------------------------------
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def randomisation_blocks(net: nn.Module) -> list[tuple[str, list[str]]]:
+    """The blocks re-initialised one at a time, from the classifier down to the stem.
+
+    The network's top-level children with parameters, a ``Sequential``/``ModuleList`` child split
+    into its children (EfficientNet's ``blocks.0`` ... ``blocks.6``), and a normalisation layer
+    joined to the block before it (``conv_head+bn2``). Returns ``[(name, [module names]), ...]``
+    in randomisation order (output side first), as Adebayo et al.'s cascade.
+    """
+    groups: list[tuple[str, list[str]]] = []
+    for name, child in net.named_children():
+        parts = ([(f"{name}.{n}", c) for n, c in child.named_children()]
+                 if isinstance(child, (nn.Sequential, nn.ModuleList)) else [(name, child)])
+        for pname, mod in parts:
+            if not any(True for _ in mod.parameters()):
+                continue
+            if isinstance(mod, _NORMS) and groups:
+                gname, members = groups[-1]
+                groups[-1] = (f"{gname}+{pname}", members + [pname])
+            else:
+                groups.append((pname, [pname]))
+    if not groups:
+        raise ValueError("the network has no parameters to randomise")
+    return groups[::-1]
+
+
+def _reinitialise(net: nn.Module, names: Sequence[str], seed: int) -> None:
+    """Re-initialise the named modules of ``net`` in place with PyTorch's default initialisers
+    (``reset_parameters``: Kaiming-uniform convolutions and linear layers, unit/zero norms with
+    reset running statistics); seeded, without touching the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in names:
+            for m in net.get_submodule(name).modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+                elif any(True for _ in m.parameters(recurse=False)):
+                    for p in m.parameters(recurse=False):
+                        with torch.no_grad():
+                            p.normal_(0.0, 0.01)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a.ravel()), rankdata(b.ravel())
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0  # a constant map ranks nothing: no rank agreement
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _unit_range(m: np.ndarray) -> np.ndarray:
+    """Adebayo et al.'s visualisation normalisation: divide by the 99th percentile, clip to [0, 1]."""
+    v = np.percentile(m, 99)
+    return np.clip(m / v, 0, 1) if v > 0 else np.zeros_like(m)
+
+
+def map_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
+                   metrics: Sequence[str] = SIMILARITIES) -> dict[str, float]:
+    """Similarity of two ``(H, W)`` maps, as in Adebayo et al. (2018), Sect. 3:
+
+    - ``"spearman"``: Spearman rank correlation of the signed maps;
+    - ``"spearman_abs"``: the same on absolute values;
+    - ``"ssim"``: structural similarity (Wang et al. 2004) of the absolute maps, each scaled to
+      [0, 1] by its 99th percentile;
+    - ``"hog"``: Pearson correlation of the HOG features (Dalal & Triggs 2005) of those maps
+      (9 orientations, cells of 1/14 of the side, 2 x 2 blocks).
+
+    A constant map scores 0 (Spearman, HOG).
+    """
+    from skimage.feature import hog
+    from skimage.metrics import structural_similarity
+
+    a = a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
+    b = b.detach().float().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, float)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"maps must be two (H, W) arrays of one shape, got {a.shape} and {b.shape}")
+    out = {}
+    na = nb = None
+    for k in metrics:
+        if k == "spearman":
+            out[k] = _spearman(a, b)
+        elif k == "spearman_abs":
+            out[k] = _spearman(np.abs(a), np.abs(b))
+        elif k in ("ssim", "hog"):
+            if na is None:
+                na, nb = _unit_range(np.abs(a)), _unit_range(np.abs(b))
+            if k == "ssim":
+                out[k] = float(structural_similarity(na, nb, data_range=1.0))
+            else:
+                cell = (max(2, min(a.shape) // 14),) * 2   # 16 px cells on a 224 map
+                ha = hog(na, pixels_per_cell=cell, cells_per_block=(2, 2))
+                hb = hog(nb, pixels_per_cell=cell, cells_per_block=(2, 2))
+                out[k] = float(np.corrcoef(ha, hb)[0, 1]) if ha.std() > 0 and hb.std() > 0 else 0.0
+        else:
+            raise ValueError(f"unknown similarity {k!r}; known: {SIMILARITIES}")
+    return out
+
+
+class RandomisationResult(dict):
+    """``{metric: [(block, mean similarity over images), ...]}`` in randomisation order, plus:
+
+    Attributes:
+        blocks: block names in randomisation order.
+        per_image: ``{metric: (blocks, N) array}``.
+        maps: ``(blocks + 1, N, H, W)`` the non-negative maps (original first), when kept.
+        method, mode: what was tested.
+        targets: ``(N,)`` the classes (fixed by the original model).
+    """
+
+    blocks: list[str]
+    per_image: dict[str, np.ndarray]
+    maps: torch.Tensor | None
+    method: str
+    mode: str
+    targets: np.ndarray
+
+    def sem(self, metric: str) -> list[float]:
+        """Standard error over images of each block's mean similarity."""
+        return [sem(row) for row in self.per_image[metric]]
+
+
+def _accepts_signed(method: str) -> bool:
+    params = inspect.signature(_REGISTRY[method]).parameters
+    return "signed" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def randomisation_test(
+    clf: Classifier,
+    images: Sequence[Image.Image] | torch.Tensor,
+    maps: str = "gradient",
+    mode: str = "cascading",
+    targets: Any = None,
+    *,
+    blocks: Sequence[tuple[str, Sequence[str]]] | None = None,
+    metrics: Sequence[str] = SIMILARITIES,
+    seed: int = 0,
+    batch_size: int = 16,
+    keep_maps: bool = False,
+    **options: Any,
+) -> RandomisationResult:
+    """Model-parameter randomisation test (Adebayo et al. 2018, Sect. 3.1).
+
+    ``mode="cascading"``: blocks are re-initialised cumulatively, from the classifier down to the
+    stem (after step k the top k blocks are random); ``"independent"``: one block at a time, the
+    others as trained. After each step the maps of ``maps`` (same images, same target classes,
+    chosen by the original model) are recomputed and compared with the original maps
+    (:func:`map_similarity`). Everything happens on a deep copy of the network: the model passed
+    in is never modified.
+
+    Args:
+        clf: the classifier.
+        images: PIL images or a normalised ``(N, 3, H, W)`` tensor.
+        maps: a registered method name.
+        mode: ``"cascading"`` or ``"independent"``.
+        targets: None = top-1 class of the original model; else as :func:`compute_maps`.
+        blocks: ``[(name, [module names]), ...]`` in order (default :func:`randomisation_blocks`).
+        metrics: subset of :data:`SIMILARITIES`.
+        seed: seeds the re-initialisation (block k uses ``seed + k``).
+        keep_maps: keep every map (for figures).
+        **options: passed to :func:`compute_maps` (the same for every step, e.g. the seed of
+            SmoothGrad: the same noise).
+
+    Returns:
+        :class:`RandomisationResult`: ``{metric: [(block, mean similarity), ...]}``.
+    """
+    if mode not in ("cascading", "independent"):
+        raise ValueError(f"mode must be 'cascading' or 'independent', got {mode!r}")
+    if not isinstance(maps, str) or maps not in map_names():
+        raise ValueError(f"unknown map method {maps!r}; known methods: {', '.join(map_names())}")
+    for k in metrics:
+        if k not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {k!r}; known: {SIMILARITIES}")
+    from .maps import _as_input, _as_targets
+
+    x = _as_input(clf, images)
+    tgt = _as_targets(clf, x, targets, batch_size)
+    signed = _accepts_signed(maps)
+    opts = dict(options, signed=True) if signed else dict(options)
+
+    def compute(c: Classifier) -> torch.Tensor:
+        return compute_maps(c, x, tgt, method=maps, batch_size=batch_size, **opts).cpu()
+
+    original = compute(clf)
+    groups = list(blocks) if blocks is not None else randomisation_blocks(clf.net)
+    twin = dataclasses.replace(clf, net=copy.deepcopy(clf.net))
+    per = {k: np.zeros((len(groups), len(x))) for k in metrics}
+    kept = [original.abs()] if keep_maps else None
+    for b, (name, members) in enumerate(progress(groups, desc=f"randomising ({maps}, {mode})")):
+        saved = None
+        if mode == "independent":
+            saved = {mname: copy.deepcopy(twin.net.get_submodule(mname).state_dict()) for mname in members}
+        _reinitialise(twin.net, members, seed + b)
+        now = compute(twin)
+        if kept is not None:
+            kept.append(now.abs())
+        for i in range(len(x)):
+            sims = map_similarity(original[i], now[i], metrics)
+            for k in metrics:
+                per[k][b, i] = sims[k]
+        if saved is not None:
+            for mname, state in saved.items():
+                twin.net.get_submodule(mname).load_state_dict(state)
+    res = RandomisationResult({k: [(g[0], float(per[k][b].mean())) for b, g in enumerate(groups)]
+                               for k in metrics})
+    res.blocks = [g[0] for g in groups]
+    res.per_image = per
+    res.maps = torch.stack(kept) if kept is not None else None
+    res.method, res.mode, res.targets = maps, mode, tgt.cpu().numpy()
+    return res
+
+
+# -- all methods on one dataset, cached ---------------------------------------------------------------
+
+
+def cached(name: str, key: Any, compute: Callable[[], Any], cache_dir: str | Path | None = None) -> Any:
+    """``compute()``, stored under ``cache_dir/name-<hash of key>.pkl`` and reused when present.
+
+    The key should hold everything the result depends on (model, data, parameters); the sources
+    of :mod:`deepinside.maps` and this module are added to it, so a code change recomputes.
+    ``cache_dir`` None: no caching.
+    """
+    if cache_dir is None:
+        return compute()
+    here = Path(__file__).parent
+    src = b"".join((here / f).read_bytes() for f in ("maps.py", "metrics.py"))
+    digest = hashlib.sha256(repr(key).encode() + src).hexdigest()[:16]
+    path = Path(cache_dir) / f"{name}-{digest}.pkl"
+    if path.exists():
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(value, f)
+    tmp.replace(path)
+    return value
+
+
+def evaluate_maps(
+    clf: Classifier,
+    dataset: Any,
+    methods: Sequence[str],
+    *,
+    options: dict[str, dict[str, Any]] | None = None,
+    tolerance: float = 15,
+    deletion_images: int | None = None,
+    steps: int = 16,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """The pointing game and deletion/insertion for every method on one dataset, maps computed
+    once per method (ground-truth class, centre crop) and shared by both tests.
+
+    Args:
+        dataset: as :func:`pointing_game`.
+        methods: registered names and/or :data:`BASELINES` (``"centre"``: the centre point in the
+            pointing game and the centre-first order in deletion/insertion; ``"random"``: random
+            order, no pointing game).
+        options: per method, options of :func:`compute_maps`.
+        deletion_images: deletion/insertion on the first this many images (None: all).
+        steps: deletion/insertion steps.
+
+    Returns:
+        ``{method: {"pointing": pointing_game dict (or None), "deletion": deletion_insertion dict}}``.
+    """
+    items = _items(dataset)
+    nd = len(items) if deletion_images is None else min(int(deletion_images), len(items))
+    labels = [r.label for _, r in items]
+    x = clf.preprocess([im for im, _ in items[:nd]])
+    out: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        opts = dict((options or {}).get(method, {}))
+        if method in BASELINES:
+            pg = pointing_game(clf, items, "centre", tolerance) if method == "centre" else None
+            di_ = deletion_insertion(clf, x, method, labels[:nd], steps=steps, batch_size=batch_size,
+                                     seed=seed)
+        else:
+            m = torch.cat([compute_maps(clf, [im for im, _ in items[i:i + batch_size]],
+                                        labels[i:i + batch_size], method, batch_size=batch_size,
+                                        **opts).cpu()
+                           for i in range(0, len(items), batch_size)])
+            pg = pointing_game(clf, items, m, tolerance)
+            di_ = deletion_insertion(clf, x, m[:nd].to(clf.device), labels[:nd], steps=steps,
+                                     batch_size=batch_size, seed=seed)
+        out[method] = {"pointing": pg, "deletion": di_}
+    return out
+
+
+def summary_markdown(results: dict[str, dict[str, Any]],
+                     randomisation: dict[str, RandomisationResult] | None = None,
+                     names: dict[str, str] | None = None) -> str:
+    """A Markdown table, methods x tests, ``mean ± standard error`` over images: pointing accuracy
+    (%), deletion AUC (lower is better), insertion AUC (higher is better), and, when given, the
+    Spearman (absolute values) similarity after randomising every block (lower = the map depends
+    on the model more)."""
+    head = "| method | pointing game (%) | deletion AUC ↓ | insertion AUC ↑ |"
+    rule = "|---|---:|---:|---:|"
+    if randomisation:
+        head += " rank corr. after full randomisation ↓ |"
+        rule += "---:|"
+    lines = [head, rule]
+    for m, r in results.items():
+        pg, de = r.get("pointing"), r.get("deletion")
+        cells = [(names or {}).get(m, m)]
+        cells.append(f"{100 * pg['accuracy']:.1f} ± {100 * pg['accuracy_sem']:.1f}" if pg else "–")
+        for k in ("deletion", "insertion"):
+            cells.append(f"{de[k]:.3f} ± {de[k + '_sem']:.3f}" if de else "–")
+        if randomisation:
+            rr = randomisation.get(m)
+            cells.append(f"{rr['spearman_abs'][-1][1]:.2f} ± {rr.sem('spearman_abs')[-1]:.2f}" if rr else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""Pointing game, deletion/insertion and the randomisation test on cases whose answers are known."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import deepinside as di
+from deepinside import metrics as dm
+from deepinside.maps import _REGISTRY
+from state_helpers import assert_same_state, model_state
+from test_maps import tiny_classifier
+
+
+@pytest.fixture(autouse=True)
+def _threads(one_thread):
+    yield
+
+
+def _distance_hit(point, boxes, tol):
+    """Independent: Euclidean distance from a pixel to the nearest pixel of a half-open box."""
+    px, py = point
+    best = np.inf
+    for x0, y0, x1, y1 in boxes:
+        dx = max(x0 - px, 0, px - (x1 - 1))
+        dy = max(y0 - py, 0, py - (y1 - 1))
+        best = min(best, np.hypot(dx, dy))
+    return best <= tol
+
+
+def test_pointing_hits_equal_point_to_box_distance():
+    rng = np.random.default_rng(0)
+    sizes, boxes, points = [], [], []
+    for _ in range(300):
+        w, h = rng.integers(40, 120, size=2)
+        x0, y0 = rng.integers(0, w - 5), rng.integers(0, h - 5)
+        b = [(x0, y0, rng.integers(x0 + 1, w + 1), rng.integers(y0 + 1, h + 1))]
+        if rng.random() < 0.3:
+            b.append((0, 0, 3, 3))
+        sizes.append((w, h))
+        boxes.append(b)
+        points.append((rng.integers(0, w), rng.integers(0, h)))
+    hits = dm.pointing_hits(np.array(points), boxes, sizes, tolerance=15)
+    ref = [_distance_hit(p, b, 15) for p, b in zip(points, boxes)]
+    assert hits.tolist() == ref
+    assert 0.2 < hits.mean() < 0.9      # both outcomes are exercised
+
+
+def _records(specs):
+    """(image, record) pairs: 16x16 images, one box each, given label."""
+    return [(Image.new("RGB", (16, 16)), SimpleNamespace(boxes=(box,), label=lab, wnid=f"n{lab}",
+                                                         box_wnids=(f"n{lab}",)))
+            for box, lab in specs]
+
+
+def test_pointing_game_synthetic_maps_and_centre_baseline():
+    tiny = tiny_classifier()
+    far = (0, 0, 2, 2)          # more than 1 px away from the map's peak at (12, 12)
+    near = (10, 10, 16, 16)
+    items = _records([(far, 0), (far, 0), (near, 0), (near, 1)])
+    maps = torch.zeros(4, 16, 16)
+    maps[:, 12, 12] = 1.0
+    res = dm.pointing_game(tiny, items, maps, tolerance=1)
+    assert res["hits"].tolist() == [False, False, True, True]
+    assert res["accuracy"] == pytest.approx(0.5)
+    assert res["class_accuracy"] == pytest.approx((1 / 3 + 1) / 2)
+    assert res["points"][0].tolist() == [12, 12]
+    # the centre baseline: pixel (8, 8); a box 3 px from it hits only with tolerance >= 3
+    items = _records([((11, 8, 14, 9), 0)])
+    assert not dm.pointing_game(tiny, items, "centre", tolerance=2.9)["hits"][0]
+    assert dm.pointing_game(tiny, items, "centre", tolerance=3)["hits"][0]
+    with pytest.raises(ValueError, match="unknown map"):
+        dm.pointing_game(tiny, items, "middle")
+
+
+class Quadrant(nn.Module):
+    """Two classes: S_0 = a * mean of channel 0 over the top-left quadrant, S_1 = 0."""
+
+    def __init__(self, a: float = 4.0):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a), requires_grad=False)
+
+    def forward(self, x):
+        s = self.a * x[:, 0, :8, :8].mean((1, 2))
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+def _quadrant_clf():
+    clf = tiny_classifier(classes=2)
+    clf.net = Quadrant().eval()
+    return clf
+
+
+def test_deletion_curve_known_by_hand():
+    clf = _quadrant_clf()
+    x = torch.zeros(2, 3, 16, 16)
+    x[:, 0, :8, :8] = 1.0
+    perfect = torch.zeros(2, 16, 16)
+    perfect[:, :8, :8] = 1.0
+    res = dm.deletion_insertion(clf, x, perfect, targets=0, steps=4, blur_sigma=0.0, batch_size=3)
+    s = torch.sigmoid(torch.tensor(4.0)).item()        # softmax of (4, 0)
+    assert np.allclose(res["deletion_curve"], [[s, .5, .5, .5, .5]] * 2, atol=1e-6)
+    assert np.allclose(res["fraction"], [0, .25, .5, .75, 1])
+    assert res["deletion"] == pytest.approx((s + .5) / 2 * .25 + .5 * .75, abs=1e-6)
+    assert np.allclose(res["insertion_curve"][:, 1:], s, atol=1e-6)   # quadrant back at step 1
+    # the reverse order deletes the quadrant last; random order in between
+    worst = dm.deletion_insertion(clf, x, 1 - perfect, targets=0, steps=4, modes=("deletion",))
+    rand = dm.deletion_insertion(clf, x, "random", targets=0, steps=4, modes=("deletion",))
+    assert res["deletion"] < rand["deletion"] < worst["deletion"]
+    assert np.allclose(worst["deletion_curve"][:, :4], s, atol=1e-6)
+
+
+def test_deletion_batching_and_baselines():
+    tiny = tiny_classifier()
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    a = dm.deletion_insertion(tiny, x, "gradient", steps=5, batch_size=4)
+    b = dm.deletion_insertion(tiny, x, "gradient", steps=5, batch_size=100)
+    assert np.allclose(a["deletion_curve"], b["deletion_curve"], atol=1e-6)
+    assert np.allclose(a["insertion_curve"], b["insertion_curve"], atol=1e-6)
+    c = dm.baseline_maps("centre", 1, 16, 16)[0]
+    assert int(c.argmax()) in {7 * 16 + 7, 7 * 16 + 8, 8 * 16 + 7, 8 * 16 + 8}
+    with pytest.raises(ValueError, match="unknown map"):
+        dm.deletion_insertion(tiny, x, "nope")
+
+
+def test_map_similarity_known_values():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(32, 32))
+    same = dm.map_similarity(a, a)
+    assert all(v == pytest.approx(1.0) for v in same.values())
+    neg = dm.map_similarity(a, -a, ("spearman", "spearman_abs"))
+    assert neg["spearman"] == pytest.approx(-1.0) and neg["spearman_abs"] == pytest.approx(1.0)
+    assert dm.map_similarity(a, np.zeros_like(a), ("spearman",))["spearman"] == 0.0
+
+
+def test_randomisation_blocks_order_and_norm_grouping():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 1)),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    assert dm.randomisation_blocks(net) == [("6", ["6"]), ("3.1", ["3.1"]), ("3.0", ["3.0"]),
+                                           ("0+1", ["0", "1"])]
+
+
+def test_randomisation_copies_the_model_and_modes_agree_on_the_first_block():
+    tiny = tiny_classifier()
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    before = model_state(tiny.net)
+    cas = dm.randomisation_test(tiny, x, "gradient", "cascading", keep_maps=True)
+    ind = dm.randomisation_test(tiny, x, "gradient", "independent")
+    assert_same_state(before, model_state(tiny.net))
+    assert list(cas) == list(dm.SIMILARITIES)
+    assert [b for b, _ in cas["spearman"]] == ["4", "0"] == cas.blocks
+    assert cas.maps.shape == (3, 3, 16, 16)
+    assert torch.allclose(cas.maps[0], di.compute_maps(tiny, x, cas.targets.tolist()), atol=1e-6)
+    for k in dm.SIMILARITIES:   # block 1 alone is randomised in both modes, with the same seed
+        assert cas[k][0][1] == pytest.approx(ind[k][0][1])
+    assert cas["spearman_abs"][-1][1] < 0.9    # a fully random net gives another gradient map
+
+
+def test_randomisation_of_a_model_independent_map_is_one():
+    """Adebayo et al.'s point: a map that ignores the weights (here, an edge detector of the
+    input) passes through the randomisation unchanged: similarity 1 everywhere."""
+    def edges(clf, x, targets):
+        g = x.mean(1)
+        return torch.nn.functional.pad((g[:, :, 1:] - g[:, :, :-1]).abs(), (0, 1))
+
+    di.register_map("test_edges", edges)
+    try:
+        tiny = tiny_classifier()
+        x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+        res = dm.randomisation_test(tiny, x, "test_edges")
+        for k in dm.SIMILARITIES:
+            assert all(v == pytest.approx(1.0) for _, v in res[k]), k
+    finally:
+        _REGISTRY.pop("test_edges")
+
+
+def test_evaluate_maps_and_table():
+    tiny = tiny_classifier()
+    rng = np.random.default_rng(0)
+    items = [(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)),
+              SimpleNamespace(boxes=((4, 4, 12, 12),), label=i % 3, wnid=f"n{i % 3}", box_wnids=(f"n{i % 3}",)))
+             for i in range(5)]
+    res = dm.evaluate_maps(tiny, items, ["gradient", "centre", "random"], deletion_images=3, steps=4)
+    assert res["gradient"]["pointing"]["n"] == 5 and res["gradient"]["deletion"]["n"] == 3
+    assert res["random"]["pointing"] is None
+    table = dm.summary_markdown(res)
+    assert table.count("\n") == 4 and "| gradient |" in table
