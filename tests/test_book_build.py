@@ -29,6 +29,7 @@ def _stage(tmp: Path) -> tuple[Path, list[str]]:
     shutil.copytree(ROOT / "book", stage / "book", ignore=ignore)
     for f in ("_toc.yml", "references.bib"):
         shutil.copy(ROOT / f, stage / f)
+    shutil.copytree(ROOT / "_ext", stage / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
     reused = []
     for nb in sorted((ROOT / "book").glob("*.ipynb")):
         done = EXECUTED / nb.name

@@ -4,9 +4,8 @@
 a terminal), ``text`` (plain text on stderr, also in a notebook), ``0`` (none; the test-suite and
 the book build use this).
 
-This module is also a Sphinx extension (``extra_extensions`` in ``_config.yml``): a book build
-executes the chapters in kernels that inherit its environment, and a progress-bar widget in a
-static page is only an embedded widget state and a blank gap, so the build switches them off.
+The book build sets ``0`` for the kernels it starts (``_ext/deepinside_book.py``): a progress
+widget in a static page is only an embedded widget state and a blank gap.
 """
 
 from __future__ import annotations
@@ -40,8 +39,3 @@ def progress(iterable: Iterable[T] | None = None, **kwargs) -> "tqdm":  # noqa: 
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
 
-
-def setup(app) -> dict:
-    """Sphinx hook: chapters executed by this build (and their kernels) show no progress bars."""
-    os.environ[ENV] = "0"
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
