@@ -1,0 +1,440 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014, Sect. 4.2 and their Fig. 7).
+
+Zeiler & Fergus ask whether a classifier "is truly identifying the location of the object in the
+image, or just using the surrounding context", and answer it by "systematically occluding
+different portions of the input image with a grey square, and monitoring the output of the
+classifier". Their Fig. 7 shows, as a function of the occluder's position:
+
+- (b) "the total activation in one layer 5 feature map (the one with the strongest response in
+  the unoccluded image)";
+- (d) "a map of correct class probability";
+- (e) "the most probable label".
+
+:func:`occlusion` computes all of these, plus the class score (the logit :math:`S_c` that
+Simonyan et al. visualise), in ONE pass: every occluded copy of every image goes through the
+network once, in batches of ``batch_size`` (memory is bounded by the batch, not by the number of
+positions), and the logits, the softmax and a forward hook on ``layer`` are read from the same
+forward pass.
+
+Positions are laid out exactly as Captum's ``Occlusion`` lays them: the window's top-left corner
+is at ``(i * stride, j * stride)`` for ``i < Py = ceil((H - window) / stride) + 1`` (and the same
+for ``j``), the last window being clipped at the image border. The per-pixel attribution in
+Captum's convention (each pixel gets the mean score drop over the windows covering it) follows
+from the score map alone: :meth:`OcclusionResult.attribution`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ._progress import progress
+
+__all__ = ["occlusion", "OcclusionResult", "occlusion_grid", "window_boxes", "resolve_layer",
+           "box_to_input", "inside_box_share", "DEFAULT_WINDOW", "DEFAULT_STRIDE"]
+
+#: Default occluder side (network-input pixels). Zeiler & Fergus do not state theirs; their
+#: Fig. 7 square covers an object part (a dog's face). 48 px is 3/14 of a 224 input: about the
+#: size of a part, 1.5 cells of the last 7x7 feature map of EfficientNet-Lite0 (32 px per cell).
+DEFAULT_WINDOW = 48
+#: Default stride: 16 px, half a cell of the last feature map, so every pixel is covered by 9
+#: windows (3 x 3) and the 224 input is tiled exactly: (224 - 48) / 16 + 1 = 12 positions a side.
+DEFAULT_STRIDE = 16
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook to end a forward pass once the layer of interest has run."""
+
+
+def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(v, (int,)) and not isinstance(v, bool):
+        t = (int(v), int(v))
+    else:
+        t = tuple(int(a) for a in v)  # type: ignore[union-attr]
+        if len(t) != 2:
+            raise ValueError(f"{name} must be an int or a (height, width) pair, got {v!r}")
+    if min(t) < 1:
+        raise ValueError(f"{name} must be positive, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _net_of(clf: Any) -> nn.Module:
+    net = getattr(clf, "net", clf)
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"expected a deepinside Classifier or an nn.Module, got {type(clf).__name__}")
+    return net
+
+
+def _device_of(clf: Any) -> torch.device:
+    dev = getattr(clf, "device", None)
+    if dev is not None:
+        return torch.device(dev)
+    p = next(_net_of(clf).parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def resolve_layer(net: nn.Module, layer: str) -> nn.Module:
+    """The sub-module of ``net`` named ``layer`` (a name from ``net.named_modules()``).
+
+    Raises:
+        ValueError: unknown name; the message lists the closest names.
+    """
+    if not isinstance(layer, str) or not layer:
+        raise ValueError(f"layer must be a module name of the network, got {layer!r}")
+    modules = dict(net.named_modules())
+    if layer not in modules:
+        close = difflib.get_close_matches(layer, [n for n in modules if n], n=5)
+        hint = f"; did you mean one of {close}?" if close else ""
+        raise ValueError(f"unknown layer {layer!r} in {type(net).__name__}{hint}")
+    return modules[layer]
+
+
+def _as_batch(clf: Any, images: Any) -> torch.Tensor:
+    """PIL image(s) -> ``clf.preprocess``; a ``(N, C, H, W)`` or ``(C, H, W)`` tensor is taken as
+    network input as it is. Checked: 4-D, floating point, finite."""
+    if isinstance(images, Image.Image) or (isinstance(images, (list, tuple)) and images
+                                           and all(isinstance(i, Image.Image) for i in images)):
+        if not hasattr(clf, "preprocess"):
+            raise TypeError("PIL images need a Classifier (with its preprocessing), not a bare network")
+        x = clf.preprocess(images)
+    elif isinstance(images, torch.Tensor):
+        x = images[None] if images.ndim == 3 else images
+    else:
+        raise TypeError("images must be a PIL image, a list of PIL images or a (N, C, H, W) tensor, "
+                        f"got {type(images).__name__}")
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"network input must be floating point, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError("the input contains NaN or infinite values")
+    return x.detach()
+
+
+def occlusion_grid(size: Sequence[int], window: int | Sequence[int], stride: int | Sequence[int]
+                   ) -> tuple[int, int]:
+    """Number of occluder positions ``(Py, Px)`` on an image of ``size = (H, W)``.
+
+    As Captum's ``Occlusion``: ``P = ceil((H - window) / stride) + 1`` per dimension.
+
+    Raises:
+        ValueError: the window is larger than the image, or the stride is larger than the window
+            (some pixels would never be occluded; Captum refuses it too).
+    """
+    (h, w), (wh, ww), (sh, sw) = tuple(size), _pair(window, "window"), _pair(stride, "stride")
+    if wh > h or ww > w:
+        raise ValueError(f"occlusion window {wh}x{ww} is larger than the {h}x{w} image")
+    if (sh > wh and wh < h) or (sw > ww and ww < w):
+        raise ValueError(f"stride {sh}x{sw} is larger than the window {wh}x{ww}: some pixels would "
+                         "never be occluded")
+    return math.ceil((h - wh) / sh) + 1, math.ceil((w - ww) / sw) + 1
+
+
+def window_boxes(size: Sequence[int], window: int | Sequence[int], stride: int | Sequence[int]
+                 ) -> torch.Tensor:
+    """Occluder boxes ``(Py, Px, 4)`` as ``(x0, y0, x1, y1)``, half-open, clipped to the image."""
+    h, w = size
+    (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
+    py, px = occlusion_grid(size, window, stride)
+    y0 = torch.arange(py) * sh
+    x0 = torch.arange(px) * sw
+    y1, x1 = (y0 + wh).clamp(max=h), (x0 + ww).clamp(max=w)
+    return torch.stack(torch.broadcast_tensors(x0[None, :], y0[:, None], x1[None, :], y1[:, None]), -1)
+
+
+@dataclass
+class OcclusionResult:
+    """What :func:`occlusion` measured, one map per image, positions as Captum's ``Occlusion``.
+
+    Entry ``[n, i, j]`` of every map is measured with the occluder's top-left corner at
+    ``(i * stride[0], j * stride[1])`` (network-input pixels) in image ``n``.
+
+    Attributes:
+        score: ``(N, Py, Px)`` the target class score (logit) :math:`S_c`.
+        prob: ``(N, Py, Px)`` the target's softmax probability (Zeiler & Fergus Fig. 7d).
+        top_class: ``(N, Py, Px)`` int64, the most probable class (Fig. 7e).
+        activity: ``(N, Py, Px)`` total activation of feature map ``unit[n]`` of ``layer``
+            (Fig. 7b), or None when no ``layer`` was given.
+        target: ``(N,)`` the class of ``score``/``prob`` per image.
+        base_score, base_prob: ``(N,)`` the same, unoccluded.
+        base_top_class: ``(N,)`` the top class of the unoccluded image.
+        base_activity: ``(N,)`` the unoccluded total activation of ``unit[n]`` (or None).
+        unit: ``(N,)`` the feature map of ``layer`` followed in each image (or None).
+        layer: the module name (or None).
+        window, stride: ``(height, width)`` of the occluder and its step.
+        input_shape: ``(C, H, W)`` of the network input.
+        fill: the occluder's value, in network-input units (a float or a ``(C,)`` list).
+    """
+
+    score: torch.Tensor
+    prob: torch.Tensor
+    top_class: torch.Tensor
+    activity: torch.Tensor | None
+    target: torch.Tensor
+    base_score: torch.Tensor
+    base_prob: torch.Tensor
+    base_top_class: torch.Tensor
+    base_activity: torch.Tensor | None
+    unit: torch.Tensor | None
+    layer: str | None
+    window: tuple[int, int]
+    stride: tuple[int, int]
+    input_shape: tuple[int, int, int]
+    fill: Any
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(Py, Px)``: occluder positions per column and per row."""
+        return tuple(self.score.shape[1:])  # type: ignore[return-value]
+
+    def boxes(self) -> torch.Tensor:
+        """The occluder of every position: ``(Py, Px, 4)`` boxes ``(x0, y0, x1, y1)``, half-open."""
+        return window_boxes(self.input_shape[1:], self.window, self.stride)
+
+    def attribution(self, of: str = "score") -> torch.Tensor:
+        """Per-pixel attribution in Captum's ``Occlusion`` convention: ``(N, C, H, W)``.
+
+        Each pixel gets the mean, over the windows that cover it, of the drop
+        ``base - occluded`` of ``of`` (``"score"``, ``"prob"`` or ``"activity"``); all channels
+        get the same value (the window covers every channel). Equal to
+        ``Occlusion(net).attribute(x, sliding_window_shapes=(C, *window), strides=(C, *stride),
+        baselines=fill, target=target)`` for ``"score"``.
+        """
+        maps = {"score": (self.score, self.base_score), "prob": (self.prob, self.base_prob),
+                "activity": (self.activity, self.base_activity)}
+        if of not in maps:
+            raise ValueError(f"attribution of {of!r}: choose one of {list(maps)}")
+        occluded, base = maps[of]
+        if occluded is None:
+            raise ValueError("no layer activity was measured: call occlusion(..., layer=...)")
+        c, h, w = self.input_shape
+        drop = (base.double()[:, None, None] - occluded.double())[:, None]       # (N, 1, Py, Px)
+        kernel = torch.ones(1, 1, *self.window, dtype=torch.float64, device=drop.device)
+        total = F.conv_transpose2d(drop, kernel, stride=self.stride)[..., :h, :w]
+        count = F.conv_transpose2d(torch.ones_like(drop[:1]), kernel, stride=self.stride)[..., :h, :w]
+        return (total / count).float().expand(-1, c, -1, -1)
+
+
+def _targets(clf: Any, target: Any, n: int, base_top: torch.Tensor, k: int) -> torch.Tensor:
+    if target is None:
+        return base_top.clone()
+    if isinstance(target, torch.Tensor):
+        t = target.reshape(-1).long().to(base_top.device)
+    elif isinstance(target, (int, str)) and not isinstance(target, bool):
+        t = torch.full((n,), _class(clf, target, k), dtype=torch.long, device=base_top.device)
+    else:
+        t = torch.tensor([_class(clf, c, k) for c in target], dtype=torch.long, device=base_top.device)
+    if t.numel() == 1 and n > 1:
+        t = t.expand(n).clone()
+    if t.numel() != n:
+        raise ValueError(f"target has {t.numel()} classes for {n} images")
+    if int(t.min()) < 0 or int(t.max()) >= k:
+        raise ValueError(f"target {t.tolist()} out of range: the network has {k} classes")
+    return t
+
+
+def _class(clf: Any, c: Any, k: int) -> int:
+    if hasattr(clf, "class_index"):
+        return clf.class_index(c)
+    if isinstance(c, str):
+        raise ValueError("class names need a Classifier; give class indices for a bare network")
+    return int(c)
+
+
+def _fill_tensor(clf: Any, fill: Any, c: int, device: torch.device) -> tuple[torch.Tensor, Any]:
+    """The occluder value as a ``(1, C, 1, 1)`` tensor of network-input units (and for display)."""
+    if fill is None:
+        return torch.zeros(1, c, 1, 1, device=device), 0.0
+    if isinstance(fill, str):
+        if fill != "grey" or not hasattr(clf, "normalize"):
+            raise ValueError(f"fill {fill!r}: use None (input 0), 'grey' (with a Classifier), a number "
+                             "or a (C,) tensor of network-input values")
+        grey = clf.normalize(torch.full((1, c, 1, 1), 127.0 / 255.0)).to(device)
+        return grey, grey.flatten().tolist()
+    t = torch.as_tensor(fill, dtype=torch.float32, device=device)
+    if t.numel() == 1:
+        if not torch.isfinite(t).all():
+            raise ValueError("fill must be finite")
+        return t.reshape(1, 1, 1, 1).expand(1, c, 1, 1), float(t)
+    if t.numel() != c or not torch.isfinite(t).all():
+        raise ValueError(f"fill must be a finite number or {c} per-channel values, got {fill!r}")
+    return t.reshape(1, c, 1, 1), t.tolist()
+
+
+def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[int] = DEFAULT_WINDOW,
+              stride: int | Sequence[int] = DEFAULT_STRIDE, fill: Any = None, layer: str | None = None,
+              unit: int | Sequence[int] | torch.Tensor | None = None, batch_size: int = 32,
+              show_progress: bool = True) -> OcclusionResult:
+    """Slide an occluder over each image; record score, probability, top class and layer activity.
+
+    Zeiler & Fergus (2014), Sect. 4.2, Fig. 7: "we systematically cover up different portions of
+    the scene with a gray square ... and see how the top (layer 5) feature maps and classifier
+    output changes". One forward pass per occluded copy yields every map of their figure.
+
+    Args:
+        clf: a :class:`~deepinside.Classifier` (or a bare network taking the tensors given).
+        images: a PIL image, a list of them (preprocessed with ``clf.preprocess``), or a
+            normalised network input ``(N, C, H, W)``.
+        target: the class of ``score``/``prob``: None (the top-1 class of the unoccluded image,
+            each image its own), an index or name for all images, or one per image.
+        window, stride: occluder side and step in network-input pixels (an int or
+            ``(height, width)``). Defaults :data:`DEFAULT_WINDOW` = 48 and
+            :data:`DEFAULT_STRIDE` = 16 (see there why; Zeiler & Fergus do not state theirs).
+        fill: the occluder, in network-input units. None (default): input 0, which is the
+            mean pixel of the training preprocessing: grey 127/255 for EfficientNet-Lite's
+            ``(x - 127) / 128`` (Zeiler & Fergus's "gray square"), the ImageNet mean colour for a
+            model normalised with ImageNet mean/std. ``"grey"``: the mid-grey pixel 127/255 in any
+            model's normalisation. A number or ``(C,)`` values: that input value.
+        layer: a module name of ``clf.net`` (e.g. ``"bn2"``): also record the total activation
+            (sum over space) of one feature map of its output, per position.
+        unit: the feature map to follow (an int for all images, or one per image). None: the
+            strongest one in each unoccluded image (largest total activation), as Zeiler & Fergus.
+        batch_size: occluded copies per forward pass (positions of several images share batches).
+        show_progress: a progress bar over the batches.
+
+    Returns:
+        :class:`OcclusionResult` with ``(N, Py, Px)`` maps, ``Py = ceil((H - window) / stride) + 1``.
+
+    Raises:
+        ValueError: NaN/inf input, window larger than the image, stride larger than the window,
+            unknown ``layer``, ``unit`` out of range, target out of range, a layer output that is not
+            ``(N, C, h, w)``.
+
+    The network's mode, ``requires_grad`` flags and hooks are unchanged afterwards (the temporary
+    forward hook is removed in ``finally``); no gradient is computed.
+    """
+    from .models import frozen
+
+    net = _net_of(clf)
+    module = resolve_layer(net, layer) if layer is not None else None
+    x = _as_batch(clf, images).to(_device_of(clf))
+    n, c, h, w = x.shape
+    window, stride = _pair(window, "window"), _pair(stride, "stride")
+    py, px = occlusion_grid((h, w), window, stride)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    fill_t, fill_v = _fill_tensor(clf, fill, c, x.device)
+    fill_t = fill_t.to(x.dtype)
+
+    captured: list[torch.Tensor] = []
+
+    def hook(mod: nn.Module, args: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            raise ValueError(f"layer {layer!r} returned {type(out).__name__} of shape "
+                             f"{tuple(getattr(out, 'shape', ()))}; expected (N, C, h, w) feature maps")
+        captured.append(out.sum((2, 3)))                     # (B, C_layer) total activation
+
+    # occluder geometry, all positions of one image, position p = i * px + j
+    boxes = window_boxes((h, w), window, stride).reshape(-1, 4).to(x.device)
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    n_pos = py * px
+    total = n * n_pos
+
+    score = torch.empty(total, device=x.device)
+    prob = torch.empty(total, device=x.device)
+    top = torch.empty(total, dtype=torch.long, device=x.device)
+    act = torch.empty(total, device=x.device) if module is not None else None
+
+    handle = module.register_forward_hook(hook) if module is not None else None
+    try:
+        with frozen(net), torch.inference_mode():
+            # the unoccluded images first: target, base values, the strongest feature map
+            base = torch.cat([net(x[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+                              for i in range(0, n, batch_size)])
+            if base.ndim != 2:
+                raise ValueError(f"the network returned scores of shape {tuple(base.shape)}, "
+                                 "expected (N, classes)")
+            k = base.shape[1]
+            base_top = base.argmax(1)
+            tgt = _targets(clf, target, n, base_top, k)
+            base_logp = base.log_softmax(1)
+            units = base_act = None
+            if module is not None:
+                totals = torch.cat(captured)                   # (N, C_layer)
+                captured.clear()
+                units = _units(unit, totals, n)
+                base_act = totals.gather(1, units[:, None])[:, 0]
+            it = range(0, total, batch_size)
+            for s in progress(it, desc="occlusion", total=len(it), disable=not show_progress):
+                idx = torch.arange(s, min(s + batch_size, total), device=x.device)
+                img, pos = idx // n_pos, idx % n_pos
+                b = boxes[pos]                                                # (B, 4)
+                inside = (((rows >= b[:, 1:2]) & (rows < b[:, 3:4]))[:, :, None]
+                          & ((cols >= b[:, 0:1]) & (cols < b[:, 2:3]))[:, None, :])  # (B, H, W)
+                xb = torch.where(inside[:, None], fill_t, x[img])
+                out = net(xb.contiguous(memory_format=torch.channels_last))
+                t = tgt[img]
+                score[idx] = out.gather(1, t[:, None])[:, 0]
+                prob[idx] = out.log_softmax(1).gather(1, t[:, None])[:, 0].exp()
+                top[idx] = out.argmax(1)
+                if act is not None:
+                    act[idx] = captured.pop().gather(1, units[img][:, None])[:, 0]
+                    captured.clear()
+    finally:
+        if handle is not None:
+            handle.remove()
+
+    shape = (n, py, px)
+    return OcclusionResult(
+        score=score.reshape(shape).cpu(), prob=prob.reshape(shape).cpu(), top_class=top.reshape(shape).cpu(),
+        activity=None if act is None else act.reshape(shape).cpu(), target=tgt.cpu(),
+        base_score=base.gather(1, tgt[:, None])[:, 0].cpu(),
+        base_prob=base_logp.gather(1, tgt[:, None])[:, 0].exp().cpu(), base_top_class=base_top.cpu(),
+        base_activity=None if base_act is None else base_act.cpu(),
+        unit=None if units is None else units.cpu(), layer=layer, window=window, stride=stride,
+        input_shape=(c, h, w), fill=fill_v)
+
+
+def _units(unit: Any, totals: torch.Tensor, n: int) -> torch.Tensor:
+    """The followed feature map per image: given, or the strongest (largest total activation)."""
+    c = totals.shape[1]
+    if unit is None:
+        return totals.argmax(1)
+    u = torch.as_tensor(unit, dtype=torch.long, device=totals.device).reshape(-1)
+    if u.numel() == 1:
+        u = u.expand(n).clone()
+    if u.numel() != n:
+        raise ValueError(f"unit has {u.numel()} entries for {n} images")
+    if int(u.min()) < 0 or int(u.max()) >= c:
+        raise ValueError(f"unit {u.tolist()} out of range: the layer has {c} feature maps")
+    return u
+
+
+# -- boxes for the chapter's measurements ----------------------------------------------------
+
+
+def box_to_input(clf: Any, box: Sequence[float], image_size: Sequence[int]) -> tuple[float, float, float, float]:
+    """A box ``(x0, y0, x1, y1)`` in original image pixels -> network-input pixels.
+
+    Follows ``clf.preprocess``: the centre crop ``clf.center_crop_box`` resized to
+    ``clf.input_size``; the result is clipped to the input (it may be empty).
+    """
+    cx0, cy0, cx1, cy1 = clf.center_crop_box(*image_size)
+    s = clf.input_size / (cx1 - cx0)
+    x0, y0, x1, y1 = box
+    clip = lambda v: min(max(v, 0.0), float(clf.input_size))  # noqa: E731
+    return clip((x0 - cx0) * s), clip((y0 - cy0) * s), clip((x1 - cx0) * s), clip((y1 - cy0) * s)
+
+
+def inside_box_share(boxes: torch.Tensor, object_boxes: Sequence[Sequence[float]]) -> torch.Tensor:
+    """Share of each occluder's area inside the union of ``object_boxes``: ``(Py, Px)`` in [0, 1].
+
+    ``boxes`` as :meth:`OcclusionResult.boxes` (network-input pixels); ``object_boxes`` in the
+    same pixels (e.g. from :func:`box_to_input`).
+    """
+    x0, y0, x1, y1 = (boxes[..., i] for i in range(4))
+    h, w = int(y1.max()), int(x1.max())
+    mask = torch.zeros(h, w, dtype=torch.float64)
+    for bx0, by0, bx1, by1 in object_boxes:
+        mask[int(round(by0)):int(round(by1)), int(round(bx0)):int(round(bx1))] = 1.0
+    ii = mask.cumsum(0).cumsum(1)
+    ii = F.pad(ii, (1, 0, 1, 0))                                   # integral image, (H+1, W+1)
+    inside = ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
+    return (inside / ((y1 - y0) * (x1 - x0))).float()

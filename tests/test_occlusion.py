@@ -1,0 +1,193 @@
+"""Occlusion sensitivity (Zeiler & Fergus Fig. 7) on tiny models whose answers are known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import deepinside as di
+from deepinside.occlusion import (box_to_input, inside_box_share, occlusion, occlusion_grid, resolve_layer,
+                                  window_boxes)
+from state_helpers import assert_same_state, model_state
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Linear2(nn.Module):
+    """Scores ``S_0 = sum(W * x)``, ``S_1 = 0.5 - S_0 / 2`` through a 1x1 conv 'layer' with two maps:
+    map 0 = x (all channels summed), map 1 = 2 x."""
+
+    def __init__(self, c: int = 2, h: int = 7, w: int = 8, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.feat = nn.Conv2d(c, 2, 1, bias=False)
+        with torch.no_grad():
+            self.feat.weight[:] = torch.tensor([1.0, 2.0])[:, None, None, None].expand(2, c, 1, 1)
+        self.W = nn.Parameter(torch.randn(c, h, w, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.feat(x)                                   # the layer whose activity is followed
+        s0 = (x * self.W).sum((1, 2, 3))
+        return torch.stack([s0, 0.5 - s0 / 2], 1)
+
+
+def brute(net: Linear2, x: torch.Tensor, window, stride, fill: float, target: int):
+    """Each position's occluded image built and scored one at a time (no batching)."""
+    wh, ww = window
+    sh, sw = stride
+    h, w = x.shape[-2:]
+    py, px = math.ceil((h - wh) / sh) + 1, math.ceil((w - ww) / sw) + 1
+    score, prob, top, act = (torch.zeros(py, px) for _ in range(4))
+    for i in range(py):
+        for j in range(px):
+            xo = x.clone()
+            xo[:, :, i * sh:i * sh + wh, j * sw:j * sw + ww] = fill
+            s = net(xo)[0]
+            score[i, j], prob[i, j], top[i, j] = s[target], s.softmax(0)[target], s.argmax()
+            act[i, j] = xo.sum()                        # map 0 = channel sum, summed over space
+    return score, prob, top, act
+
+
+def test_grid_and_boxes_follow_captum():
+    assert occlusion_grid((7, 8), 3, 2) == (3, 4)      # ceil(4/2)+1, ceil(5/2)+1
+    assert occlusion_grid((224, 224), 48, 16) == (12, 12)
+    b = window_boxes((7, 8), 3, 2)
+    assert b.shape == (3, 4, 4)
+    assert b[0, 0].tolist() == [0, 0, 3, 3]
+    assert b[-1, -1].tolist() == [6, 4, 8, 7]          # last window clipped at the border
+
+
+@pytest.mark.parametrize("window,stride", [((3, 3), (2, 2)), ((2, 4), (1, 3)), ((7, 8), (1, 1))])
+def test_maps_equal_brute_force(window, stride):
+    torch.manual_seed(0)
+    net = Linear2().eval()
+    x = torch.randn(3, 2, 7, 8)
+    res = occlusion(net, x, target=0, window=window, stride=stride, fill=0.25, layer="feat", unit=0,
+                    batch_size=5, show_progress=False)
+    for n in range(3):
+        s, p, t, a = brute(net, x[n:n + 1], window, stride, 0.25, 0)
+        assert torch.allclose(res.score[n], s, atol=1e-5)
+        assert torch.allclose(res.prob[n], p, atol=1e-6)
+        assert torch.equal(res.top_class[n], t.long())
+        assert torch.allclose(res.activity[n], a, atol=1e-4)
+    assert torch.allclose(res.base_score, (x * net.W).sum((1, 2, 3)), atol=1e-5)
+
+
+def test_score_drop_is_the_window_sum_by_hand():
+    # S_0 is linear: occluding window B with fill f lowers it by sum_B W (x - f), exactly
+    net = Linear2(c=1, h=4, w=4).eval()
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    with torch.no_grad():
+        net.W[:] = 1.0
+    res = occlusion(net, x, target=0, window=2, stride=2, fill=0.0, show_progress=False)
+    expect = torch.tensor([[0 + 1 + 4 + 5, 2 + 3 + 6 + 7], [8 + 9 + 12 + 13, 10 + 11 + 14 + 15]], dtype=torch.float)
+    assert torch.equal(res.base_score - res.score[0], expect)
+    # Captum's convention: each pixel gets the mean drop of the windows covering it (here one)
+    attr = res.attribution()
+    assert attr.shape == (1, 1, 4, 4)
+    assert attr[0, 0, 0, 0] == 10 and attr[0, 0, 3, 3] == 50
+
+
+def test_top_class_flips_where_the_evidence_is_covered():
+    net = Linear2(c=1, h=4, w=4).eval()
+    with torch.no_grad():
+        net.W[:] = 0.0
+        net.W[0, 0, 0] = 10.0                         # all evidence for class 0 sits in pixel (0, 0)
+    x = torch.ones(1, 1, 4, 4)
+    res = occlusion(net, x, window=2, stride=2, fill=0.0, show_progress=False)
+    assert res.target.tolist() == [0]                  # top-1 of the unoccluded image
+    assert res.top_class[0].tolist() == [[1, 0], [0, 0]]
+
+
+def test_default_unit_is_the_strongest_map_and_activity_drops():
+    net = Linear2().eval()
+    x = torch.rand(2, 2, 7, 8) + 0.1                   # positive: map 1 (= 2 x) is the strongest
+    res = occlusion(net, x, window=3, stride=2, fill=0.0, layer="feat", show_progress=False)
+    assert res.unit.tolist() == [1, 1]
+    assert torch.allclose(res.base_activity, 2 * x.sum((1, 2, 3)), rtol=1e-5)
+    assert (res.activity < res.base_activity[:, None, None]).all()
+
+
+def test_attribution_equals_captum():
+    captum = pytest.importorskip("captum.attr")
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                        nn.Linear(16, 5)).eval()
+    x = torch.randn(2, 3, 11, 9)
+    res = occlusion(net, x, target=[3, 1], window=(4, 3), stride=(3, 2), fill=0.5, show_progress=False)
+    ref = captum.Occlusion(net).attribute(x, sliding_window_shapes=(3, 4, 3), strides=(3, 3, 2),
+                                          baselines=0.5, target=[3, 1], perturbations_per_eval=4)
+    assert res.attribution().shape == ref.shape
+    assert torch.allclose(res.attribution(), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_batching_does_not_change_the_answer():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(6))
+    net(torch.zeros(1, 3, 9, 9))
+    net.eval()
+    x = torch.randn(3, 3, 9, 9)
+    a = occlusion(net, x, window=3, stride=2, batch_size=1, show_progress=False)
+    b = occlusion(net, x, window=3, stride=2, batch_size=50, show_progress=False)
+    assert torch.allclose(a.score, b.score, atol=1e-5) and torch.equal(a.top_class, b.top_class)
+
+
+def test_model_state_unchanged_also_after_an_error():
+    net = Linear2()
+    net.train()
+    net.W.requires_grad_(True)
+    before = model_state(net)
+    occlusion(net, torch.randn(1, 2, 7, 8), window=3, stride=2, layer="feat", show_progress=False)
+    assert_same_state(before, model_state(net))
+    with pytest.raises(ValueError, match="out of range"):
+        occlusion(net, torch.randn(1, 2, 7, 8), window=3, stride=2, layer="feat", unit=5, show_progress=False)
+    assert_same_state(before, model_state(net))
+
+
+def test_clear_errors():
+    net = Linear2().eval()
+    x = torch.randn(1, 2, 7, 8)
+    with pytest.raises(ValueError, match="unknown layer 'feet'.*feat"):
+        occlusion(net, x, layer="feet")
+    with pytest.raises(ValueError, match="larger than the 7x8 image"):
+        occlusion(net, x, window=9)
+    with pytest.raises(ValueError, match="larger than the window"):
+        occlusion(net, x, window=2, stride=3)
+    with pytest.raises(ValueError, match="NaN"):
+        occlusion(net, torch.full((1, 2, 7, 8), float("nan")), window=2)
+    with pytest.raises(ValueError, match="out of range"):
+        occlusion(net, x, window=2, stride=1, target=7)
+    with pytest.raises(ValueError, match="2 classes for 1 images"):
+        occlusion(net, x, window=2, stride=1, target=[0, 1])
+    with pytest.raises(TypeError):
+        occlusion(net, "not an image")
+    with pytest.raises(ValueError, match="module name"):
+        resolve_layer(net, "")
+
+
+def test_box_helpers():
+    boxes = window_boxes((4, 4), 2, 2)
+    share = inside_box_share(boxes, [(0, 0, 2, 4)])           # left half of the image
+    assert share.tolist() == [[1.0, 0.0], [1.0, 0.0]]
+    share = inside_box_share(boxes, [(1, 1, 3, 3)])
+    assert torch.allclose(share, torch.full((2, 2), 0.25))
+
+
+@pytest.mark.slow
+def test_pretrained_matches_captum_and_boxes_map(clf, photos):
+    captum = pytest.importorskip("captum.attr")
+    x = clf.preprocess([photos["chelsea"]])
+    res = occlusion(clf, x, window=112, stride=56, layer="bn2", show_progress=False)
+    assert res.grid == (3, 3) and res.unit is not None
+    ref = captum.Occlusion(clf.net).attribute(x, sliding_window_shapes=(3, 112, 112), strides=(3, 56, 56),
+                                              baselines=0.0, target=res.target.tolist(),
+                                              perturbations_per_eval=16)
+    assert float((res.attribution() - ref).abs().max() / ref.abs().max()) < 1e-4
+    # the same image as PIL and as a tensor; fill "grey" is input 0 for the (x - 127) / 128 model
+    res2 = occlusion(clf, photos["chelsea"], window=112, stride=56, fill="grey", show_progress=False)
+    assert torch.allclose(res2.score, res.score, atol=1e-3)
+    w, h = photos["chelsea"].size
+    assert box_to_input(clf, clf.center_crop_box(w, h), (w, h)) == pytest.approx((0, 0, 224, 224))
