@@ -55,3 +55,9 @@ from . import maps, metrics  # noqa: E402,I001
 
 __all__ += ["compute_maps", "register_map", "map_names", "available_maps",
             "pointing_game", "deletion_insertion", "randomisation_test"]
+
+# Zeiler & Fergus (2014): occlusion sensitivity (their Fig. 7), top activations, receptive fields,
+# projections to pixel space (their Fig. 2) — occlusion.py, features.py
+from .occlusion import OcclusionResult, occlusion  # noqa: E402
+
+__all__ += ["occlusion", "OcclusionResult"]
