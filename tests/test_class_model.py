@@ -242,3 +242,49 @@ def test_cached_class_model_stores_and_reloads(tmp_path):
     assert torch.equal(c.images, a.images)                             # no cache: same, seeded
     with pytest.raises(ValueError):
         cached_class_model(tmp_path, clf, [0], steps=1, init=torch.rand(3, 4, 4))
+
+
+# --- transfer measurements and figures of the chapter ------------------------------------------
+
+
+def test_recognition_ranks_and_tables():
+    from deepinside.transfer import markdown_table, recognition, snapshot_rows, summary_rows
+
+    clf = linear_clf(n_classes=3, size=4)
+    w = clf.net[1].weight                        # image = 0.5 + 0.5 * w_c scores class c highest?
+    imgs = (0.5 + 0.5 * w[[0, 1]].reshape(2, 3, 4, 4) / w.abs().max()).clamp(0, 1)
+    scores = clf.scores(clf.normalize(imgs))
+    expected = (scores > scores[[0, 1], [0, 1]][:, None]).sum(1)
+    assert torch.equal(recognition(clf, imgs, [0, 1]), expected.cpu())
+    assert recognition(clf, imgs, [0, 1], topk=0).eq(0).all()
+    big = torch.nn.functional.interpolate(imgs, size=(8, 8), mode="nearest")
+    assert recognition(clf, big, [0, 1]).shape == (2,)                 # resized to 4x4 first
+    with pytest.raises(ValueError):
+        recognition(clf, imgs, [0])
+    r = class_model(clf, [0, 2], steps=4, param="fourier", snapshots=[0, 4], show_progress=False)
+    rows = summary_rows({"fourier": r}, clf, {"efficientnet_same": clf})
+    assert rows[0]["own top-1"] == rows[0]["same top-1"] and rows[0]["same top-5"] == 2
+    path = snapshot_rows(r, clf, {})
+    assert [p["step"] for p in path] == [0, 4]
+    table = markdown_table(rows)
+    assert table.splitlines()[0].startswith("| method | own top-1") and "/2 |" in table
+
+
+def test_chapter_figures_draw():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepinside import plotting_class_model as pcm
+
+    imgs = torch.rand(4, 3, 8, 8)
+    fig = pcm.fig1_pair_figure({"a": imgs, "b": imgs}, ["w", "x", "y", "z"], cols=2)
+    assert len(fig.subfigs) == 2
+    pcm.snapshots_figure({0: imgs, 5: imgs}, ["w", "x", "y", "z"], rows=[1, 2])
+    pcm.gallery_figure(imgs, list("wxyz"), {"g1": ["w", "x"], "g2": ["y", "z"]}, marks=["L1", "", "", ""])
+    with pytest.raises(ValueError):
+        pcm.fig1_pair_figure({"a": imgs}, ["w"])
+    with pytest.raises(ValueError):
+        pcm.gallery_figure(imgs, list("wxyz"), {"g1": ["w"]})
+    plt.close("all")
