@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+from PIL import Image
+
+from deepinside import cli
 from deepinside.cli import main
 from deepinside.data import SAMPLE_IMAGES, _package_file
 
@@ -57,6 +60,83 @@ def test_out_is_a_file(capsys, tmp_path):
     assert code == 1 and "not a directory" in err
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if the command gets as far as loading a model."""
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded before the input was checked")
+    monkeypatch.setattr(cli, "load_classifier", refuse)
+
+
+def _fake_root(tmp_path, box="<xmin>0</xmin><ymin>2</ymin><xmax>49</xmax><ymax>30</ymax>"):
+    root = tmp_path / "val"
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    for i in range(2):
+        stem = f"ILSVRC2012_val_{i + 1:08d}"
+        Image.new("RGB", (50, 40)).save(root / "images" / f"{stem}.JPEG")
+        (root / "annotations" / f"{stem}.xml").write_text(
+            "<annotation><size><width>50</width><height>40</height></size><object><name>n01440764"
+            f"</name><bndbox>{box if i else '<xmin>0</xmin><ymin>0</ymin><xmax>9</xmax><ymax>9</ymax>'}"
+            "</bndbox></object></annotation>")
+    return root
+
+
+def _one_line(err: str) -> bool:
+    return "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_tiny_image_is_refused_before_the_model_and_before_out(capsys, tmp_path, no_model):
+    # regression: 27-line traceback, after loading the model and creating --out
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (7, 30)).save(tiny)
+    code, out, err = _run(capsys, "localise", str(tiny), "--out", str(tmp_path / "figs"))
+    assert code == 1 and out == "" and _one_line(err) and "tiny.png is 7x30" in err
+    assert not (tmp_path / "figs").exists()
+
+
+@pytest.mark.parametrize("box, message", [
+    ("<xmin>nan</xmin><ymin>2</ymin><xmax>49</xmax><ymax>30</ymax>", "not a finite number"),
+    ("<ymin>2</ymin><xmax>49</xmax><ymax>30</ymax>", "has no <xmin>"),
+    ("<xmin>40</xmin><ymin>2</ymin><xmax>10</xmax><ymax>30</ymax>", "xmax < xmin"),
+])
+def test_evaluate_bad_box_is_one_line_naming_the_file(capsys, tmp_path, no_model, box, message):
+    # regression: a NaN / inverted box gave a 24-line traceback
+    code, _, err = _run(capsys, "evaluate", str(_fake_root(tmp_path, box)))
+    assert code == 1 and _one_line(err) and "ILSVRC2012_val_00000002.xml" in err and message in err
+
+
+def test_evaluate_unreadable_jpeg_is_one_line_before_the_model(capsys, tmp_path, no_model):
+    # regression: an unreadable JPEG gave a 34-line traceback, after loading the model
+    root = _fake_root(tmp_path)
+    (root / "images" / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"\xff\xd8 garbage")
+    code, _, err = _run(capsys, "evaluate", str(root))
+    assert code == 1 and _one_line(err) and "ILSVRC2012_val_00000001.JPEG" in err
+
+
+def test_figure_names_never_collide():
+    # regression: a/x.webp and a/x.gif both wrote x_localisation.png
+    assert cli.figure_names(["a/x.webp", "a/x.gif"]) == ["x_webp_localisation.png",
+                                                         "x_gif_localisation.png"]
+    names = cli.figure_names(["a/x.webp", "b/x.webp", "c/y.png", "x"])
+    assert len(set(names)) == 4 and names[2] == "y_localisation.png"
+    assert cli.figure_names(["p/cat.jpg"]) == ["cat_localisation.png"]
+
+
+@pytest.mark.slow
+def test_localise_two_files_with_one_stem_write_two_figures(capsys, tmp_path):
+    src = Image.open(_package_file(*SAMPLE_IMAGES["chelsea"])).convert("RGB").resize((120, 80))
+    (tmp_path / "a").mkdir()
+    src.save(tmp_path / "a" / "x.webp")
+    src.save(tmp_path / "a" / "x.gif")
+    code, out, err = _run(capsys, "localise", str(tmp_path / "a" / "x.webp"), str(tmp_path / "a" / "x.gif"),
+                          "--topk", "1", "--crops", "center", "--device", "cpu", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    figs = [r["figure"] for r in json.loads(out)]
+    assert len(set(figs)) == 2 and all((tmp_path / "d" / f.split("/")[-1]).stat().st_size > 1000 for f in figs)
+
+
+@pytest.mark.slow
 def test_localise_one_photo(capsys, tmp_path):
     img = _package_file(*SAMPLE_IMAGES["chelsea"])
     code, out, err = _run(capsys, "localise", str(img), "--topk", "2", "--crops", "center", "--device", "cpu",

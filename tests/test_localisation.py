@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
+from torch import nn
 
 import deepinside as di
 from deepinside.localisation import Segmentation, saliency_seeds, smooth_saliency
-
-from state_helpers import assert_same_state, model_state
 
 H, W = 96, 128
 OBJ = (slice(24, 72), slice(32, 96))  # rows, cols of the object: a 48 x 64 rectangle
@@ -259,3 +259,47 @@ def test_saliency_in_image_frames(clf, photos, crops):
         assert maps[0][:, :20].max() == 0.0  # margins outside the crop frame
     with pytest.raises(ValueError, match="class"):
         saliency_in_image(clf, img, [1000], crops=crops)
+
+
+class _BatchSpy(nn.Module):
+    """Wraps a network and records the largest batch it was given."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.largest = net, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, x.shape[0])
+        return self.net(x)
+
+
+def test_localise_large_photo_works_on_a_reduced_copy_with_boxes_in_original_pixels():
+    # regression: localise worked at full resolution (48 Mpx: 25 s, 7.2 GB) and put the 50
+    # ten-crop inputs through one batch
+    clf = conv_clf(seed=3)
+    spy = _BatchSpy(clf.net)
+    clf.net = spy
+    big = rand_pil(30, 20, seed=5).resize((300, 200), Image.NEAREST)
+    dets = di.localise(clf, big, topk=3, crops="ten")          # max_side = 2 * resize_size = 20
+    assert spy.largest <= 10                                     # one image's 10 crops per pass
+    work, scale = di.frames.working_copy(big, 20, clf.interpolation)
+    assert work.size == (30, 20) and scale == (10.0, 10.0)
+    ref = di.localise(clf, work, topk=3, crops="ten")
+    for d, r in zip(dets, ref):
+        assert d.mask.shape == (200, 300) and d.class_index == r.class_index
+        if r.box is None:
+            assert d.box is None
+        else:                                                    # the small box, 10x
+            assert d.box == tuple(10 * v for v in r.box)
+    det = di.localisation.localise_details(clf, big, topk=1, crops="center")[0]
+    assert det.image.size == (30, 20) and det.scale == (10.0, 10.0)
+    assert det.saliency.shape == (20, 30) and det.detection.mask.shape == (200, 300)
+    full = di.localisation.localise_details(clf, big, topk=1, crops="center", max_side=200)[0]
+    assert full.image is big and full.scale == (1.0, 1.0)
+    with pytest.raises(ValueError, match="max_side"):
+        di.localise(clf, big, topk=1, max_side=5)
+
+
+def test_localise_refuses_a_tiny_image():
+    with pytest.raises(ValueError, match="7x30 pixels is too small"):
+        di.localise(conv_clf(), Image.new("RGB", (7, 30)), topk=1)

@@ -385,3 +385,14 @@ def test_saliency_cost_keys_and_threads_restored():
     cost = di.saliency_cost(clf, [rand_pil(12, 12, s) for s in range(3)], repeats=1, threads=1)
     assert set(cost) == {"forward", "map", "map_pil", "map_ten"} and all(v > 0 for v in cost.values())
     assert torch.get_num_threads() == before
+
+
+def test_float64_input_is_cast_to_the_network_dtype():
+    # regression: saliency(clf, x.double()) failed deep inside the network (dtype mismatch)
+    clf = conv_clf()
+    x = clf.preprocess([rand_pil(12, 10, s) for s in range(2)])
+    want = di.saliency(clf, x, target=[1, 2])
+    got = di.saliency(clf, x.double(), target=[1, 2])
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    with pytest.raises(TypeError, match="float tensor"):
+        di.saliency(clf, (x * 10).long(), target=[1, 2])

@@ -451,20 +451,26 @@ def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
 
     Args:
         net: maps ``(B, C, H, W)`` to scores ``(B, K)`` (unnormalised: logits).
-        x: ``(B, C, H, W)`` input (not modified; a detached leaf gets the gradient).
+        x: ``(B, C, H, W)`` float input (not modified; a detached leaf gets the gradient),
+            cast to the network's parameter dtype (a float64 batch for a float32 network).
         target: ``(B,)`` long class per row, or None: the top-1 class of the scores averaged
             over consecutive groups of ``group`` rows (``group = 10``: the 10 crops of an image).
         group: rows per image for ``target=None``; ``B`` must be a multiple of it.
 
     Returns:
-        ``w`` ``(B, C, H, W)`` and the classes used ``(B,)`` (long, on ``x.device``).
+        ``w`` ``(B, C, H, W)`` in the network's dtype and the classes used ``(B,)`` (long).
 
     Raises:
+        TypeError: an integer input.
         ValueError: scores not ``(B, K)``, a class out of range, ``B`` not a multiple of ``group``.
     """
     if target is None and x.shape[0] % group:
         raise ValueError(f"{x.shape[0]} rows do not split into groups of {group}")
-    xg = x.detach().requires_grad_(True)
+    if not x.is_floating_point():
+        raise TypeError(f"the input must be a float tensor, got {x.dtype}")
+    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), x.dtype)
+    xg = x.detach().to(dtype).requires_grad_(True)   # float64 input, float32 net: cast (lossless
+    # for inputs that came from float32, and the network cannot mix the two)
     with torch.enable_grad():
         scores = net(xg)
         if scores.ndim != 2 or scores.shape[0] != x.shape[0]:

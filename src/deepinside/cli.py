@@ -17,6 +17,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .data import IlsvrcDataset, UnreadableImageError, load_image
+from .evaluation import evaluate_localisation, precompute_saliency
+from .frames import CROPS
+from .localisation import MIN_SIDE, localise_details
+from .models import WeightsUnavailableError, load_classifier
+from .plotting import localisation_figure, localisation_row
+
 __all__ = ["main"]
 
 
@@ -44,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--model", default="efficientnet_lite0", help="classifier name (default: %(default)s)")
     common.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ... (default: %(default)s)")
     common.add_argument("--topk", type=_positive_int, default=5, help="classes per image (default: %(default)s)")
-    common.add_argument("--crops", choices=("ten", "center", "full"), default=None,
+    common.add_argument("--crops", choices=CROPS, default=None,
                         help="saliency from the 10-crop average (paper), the centre crop, or the whole image "
                              "(default: ten for localise, center for evaluate: 10x cheaper, same error)")
 
@@ -65,20 +72,41 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_images(paths: Sequence[str]) -> list:
-    from .data import load_image
-
+    """Every image decoded and checked (size) before anything else happens."""
     images = []
     for p in paths:
         try:
-            images.append(load_image(p))
+            im = load_image(p)
         except (FileNotFoundError, ValueError, OSError) as e:
             raise UserError(str(e)) from None
+        if min(im.size) < MIN_SIDE:
+            raise UserError(f"{p} is {im.size[0]}x{im.size[1]} pixels: too small to localise in "
+                            f"(both sides must be at least {MIN_SIDE} pixels)")
+        images.append(im)
     return images
 
 
-def _classifier(args):
-    from .models import WeightsUnavailableError, load_classifier
+def figure_names(paths: Sequence[str]) -> list[str]:
+    """One distinct file name per input for ``--out``: ``<stem>_localisation.png``; inputs whose
+    stems collide (``a/x.webp``, ``a/x.gif``, ``b/x.webp``) get their extension and, if still
+    equal, their position (``x_webp_localisation.png``, ``x_webp_3_localisation.png``)."""
+    stems = [Path(p).stem for p in paths]
+    names = []
+    for i, p in enumerate(paths):
+        name = stems[i]
+        if stems.count(name) > 1:
+            suffix = Path(p).suffix.lstrip(".").lower()
+            name = f"{name}_{suffix}" if suffix else name
+        names.append(name)
+    out = []
+    for i, name in enumerate(names):
+        if names.count(name) > 1:
+            name = f"{name}_{i + 1}"
+        out.append(f"{name}_localisation.png")
+    return out
 
+
+def _classifier(args):
     try:
         return load_classifier(args.model, device=args.device)
     except (ValueError, WeightsUnavailableError, RuntimeError) as e:
@@ -87,17 +115,20 @@ def _classifier(args):
 
 def _localise(args) -> int:
     images = _load_images(args.images)  # fail on a bad file before loading the network
-    if args.out is not None:
-        if args.out.exists() and not args.out.is_dir():
-            raise UserError(f"--out {args.out} exists and is not a directory")
-        args.out.mkdir(parents=True, exist_ok=True)
+    names = figure_names(args.images)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a directory")
     clf = _classifier(args)
     if args.topk > len(clf.class_names):
         raise UserError(f"--topk {args.topk} is more than the {len(clf.class_names)} classes of the model")
-    from .localisation import localise_details
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create --out {args.out}: {e}") from None
 
     results = []
-    for path, image in zip(args.images, images):
+    for path, name, image in zip(args.images, names, images):
         dets = localise_details(clf, image, topk=args.topk, crops=args.crops)
         results.append({
             "image": str(path),
@@ -113,7 +144,8 @@ def _localise(args) -> int:
             } for r, d in enumerate(dets)],
         })
         if args.out is not None:
-            _save_figure(args.out / f"{Path(path).stem}_localisation.png", image, dets[0], clf)
+            results[-1]["figure"] = str(args.out / name)
+            _save_figure(args.out / name, image, dets[0], clf)
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -125,8 +157,6 @@ def _save_figure(path: Path, image, det, clf) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import localisation_figure, localisation_row
-
     fig = localisation_figure([localisation_row(image, det, class_names=clf.class_names)])
     try:
         fig.savefig(path, dpi=100)
@@ -137,15 +167,19 @@ def _save_figure(path: Path, image, det, clf) -> None:
 
 
 def _evaluate(args) -> int:
-    from .data import IlsvrcDataset
-
     try:
-        ds = IlsvrcDataset(args.root, limit=args.limit)
+        ds = IlsvrcDataset(args.root, limit=args.limit)   # validates every annotation
+        ds.check_images()                                 # every image header, before the model
     except (FileNotFoundError, ValueError, OSError) as e:
         raise UserError(str(e)) from None
     clf = _classifier(args)
-    from .evaluation import evaluate_localisation, precompute_saliency
+    try:
+        return _evaluate_table(args, ds, clf)
+    except UnreadableImageError as e:                     # truncated after a valid header
+        raise UserError(str(e)) from None
 
+
+def _evaluate_table(args, ds: IlsvrcDataset, clf) -> int:
     cache = precompute_saliency(clf, ds, topk=args.topk, crops=args.crops)
     k = args.topk
     rows = [

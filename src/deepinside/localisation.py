@@ -38,12 +38,15 @@ import torch
 from PIL import Image
 
 from .data import to_rgb
-from .frames import CROPS, Crops, check_crops, full_image_size, map_to_image
+from .frames import CROPS, Crops, check_crops, full_image_size, map_to_image, working_copy
 from .saliency_maps import saliency as _saliency
 
 __all__ = ["segment", "bounding_box", "localise", "localise_details", "saliency_seeds", "smooth_saliency",
            "saliency_in_image", "full_image_input", "Segmentation", "Detection", "LocalisationDetails"]
 
+#: Smallest image side :func:`localise` accepts (pixels): below it the crops and the GraphCut's
+#: working grid hold too few pixels to say where anything is.
+MIN_SIDE = 8
 #: Unary cost standing for "infinite" on hard seeds (larger than any sum of pairwise weights).
 _HARD = 1e9
 #: Variance (in squared 0..255 grey levels) added to every GMM covariance: keeps flat JPEG
@@ -530,12 +533,22 @@ def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Cr
 
 
 class LocalisationDetails(NamedTuple):
-    """A :class:`Detection` with what produced it (for Fig. 3): ``saliency`` ``(H, W)`` float32 on
-    the original pixels and the :class:`Segmentation` (seeds, labelling, mask)."""
+    """A :class:`Detection` with what produced it (for Fig. 3).
+
+    Attributes:
+        detection: class, score, box and mask in **original** pixels.
+        saliency: ``(h, w)`` float32 map on the pixels of ``image``.
+        segmentation: the :class:`Segmentation` (seeds, labelling, mask) on those pixels.
+        image: the picture the map and segmentation are on: the original image, or for a
+            photo larger than ``max_side`` its reduced working copy (:func:`frames.working_copy`).
+        scale: ``(sx, sy)`` original pixels per pixel of ``image`` (``(1.0, 1.0)``: the original).
+    """
 
     detection: Detection
     saliency: np.ndarray
     segmentation: Segmentation
+    image: Image.Image | None = None
+    scale: tuple[float, float] = (1.0, 1.0)
 
 
 def _check_localise_args(clf, image: object, topk: object) -> None:
@@ -544,6 +557,30 @@ def _check_localise_args(clf, image: object, topk: object) -> None:
                         f"load files with deepinside.load_image()")
     if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(clf.class_names):
         raise ValueError(f"topk must be an int in 1..{len(clf.class_names)}, got {topk!r}")
+    if min(image.size) < MIN_SIDE:
+        raise ValueError(f"image of {image.size[0]}x{image.size[1]} pixels is too small to localise in: "
+                         f"both sides must be at least {MIN_SIDE} pixels")
+
+
+def _to_original(box: tuple[int, int, int, int] | None, scale: tuple[float, float],
+                 size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """A half-open box on the working copy -> the smallest half-open box of original pixels
+    covering it (``floor`` of the start, ``ceil`` of the end, clipped to the image)."""
+    if box is None or scale == (1.0, 1.0):
+        return box
+    (sx, sy), (W, H) = scale, size
+    x0, y0, x1, y1 = box
+    return (max(0, math.floor(x0 * sx)), max(0, math.floor(y0 * sy)),
+            min(W, math.ceil(x1 * sx)), min(H, math.ceil(y1 * sy)))
+
+
+def _mask_to_original(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    W, H = size
+    if mask.shape == (H, W):
+        return mask
+    import cv2
+
+    return cv2.resize(mask.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def localise_details(
@@ -551,18 +588,34 @@ def localise_details(
     image: Image.Image,
     topk: int = 5,
     crops: Crops = "ten",
-    batch_size: int = 32,
+    batch_size: int = 10,
+    max_side: int | None = None,
     **segment_kwargs,
 ) -> list[LocalisationDetails]:
-    """:func:`localise` keeping each class's saliency map and :class:`Segmentation` (Fig. 3 panels)."""
+    """:func:`localise` keeping each class's saliency map and :class:`Segmentation` (Fig. 3 panels).
+
+    Photos whose shorter side exceeds ``max_side`` (default ``2 * clf.resize_size``, 512 px for
+    Lite0) are reduced to that once, first (:func:`frames.working_copy`): the network sees 224-256
+    px and the GraphCut works at 112 px, so nothing is lost, and a 48 Mpx photo costs what a
+    0.3 Mpx one does. Maps and segmentations stay on the working copy (``details.image``);
+    boxes and masks are given in original pixels.
+    """
     _check_localise_args(clf, image, topk)
     check_crops(crops)
-    preds = clf.predict([image], topk=int(topk))[0]
-    maps = saliency_in_image(clf, image, [c for c, _, _ in preds], crops=crops, batch_size=batch_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    limit = 2 * clf.resize_size if max_side is None else int(max_side)
+    if limit < clf.resize_size:
+        raise ValueError(f"max_side must be at least the network's resize size {clf.resize_size}, got {limit}")
+    work, scale = working_copy(image, limit, clf.interpolation)
+    preds = clf.predict([work], topk=int(topk))[0]
+    maps = saliency_in_image(clf, work, [c for c, _, _ in preds], crops=crops, batch_size=batch_size)
     out = []
     for (c, _, p), m in zip(preds, maps):
-        seg = segment(image, m, details=True, **segment_kwargs)
-        out.append(LocalisationDetails(Detection(int(c), float(p), bounding_box(seg.mask), seg.mask), m, seg))
+        seg = segment(work, m, details=True, **segment_kwargs)
+        det = Detection(int(c), float(p), _to_original(bounding_box(seg.mask), scale, image.size),
+                        _mask_to_original(seg.mask, image.size))
+        out.append(LocalisationDetails(det, m, seg, work, scale))
     return out
 
 
@@ -571,15 +624,17 @@ def localise(
     image: Image.Image,
     topk: int = 5,
     crops: Crops = "ten",
-    batch_size: int = 32,
+    batch_size: int = 10,
+    max_side: int | None = None,
     **segment_kwargs,
 ) -> list[Detection]:
     """Boxes for the top-k classes of an image (Sect. 3.2: "repeated for each of the top-5 classes").
 
-    For each of the ``topk`` classes predicted on the centre crop: its saliency map on the
-    original pixels (:func:`saliency_in_image`; all k classes in one batched backward pass, the
-    image repeated k times with one target per copy), the segmentation mask (:func:`segment`,
-    ``segment_kwargs`` pass through) and the mask's bounding box.
+    For each of the ``topk`` classes predicted on the centre crop: its saliency map
+    (:func:`saliency_in_image`; the image repeated k times with one target per copy, at most
+    ``batch_size`` network inputs (crops) per forward/backward pass, which bounds the memory),
+    the segmentation mask (:func:`segment`, ``segment_kwargs`` pass through) and the mask's
+    bounding box. A photo larger than ``max_side`` is reduced first (see :func:`localise_details`).
 
     Args:
         crops: ``"ten"`` (the paper's 10-crop average, default), ``"center"`` (one crop, 10x
@@ -588,6 +643,7 @@ def localise(
     Returns:
         ``topk`` :class:`Detection` tuples ``(class_index, score, box, mask)``, best class first;
         ``box`` is ``(x0, y0, x1, y1)`` half-open in original pixels (None for an empty mask),
-        ``mask`` bool ``(H, W)``. The model's state is unchanged.
+        ``mask`` bool ``(H, W)`` in original pixels. The model's state is unchanged.
     """
-    return [d.detection for d in localise_details(clf, image, topk, crops, batch_size, **segment_kwargs)]
+    return [d.detection for d in localise_details(clf, image, topk, crops, batch_size, max_side,
+                                                  **segment_kwargs)]

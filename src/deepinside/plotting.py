@@ -301,8 +301,18 @@ def localisation_row(image, details, gt_boxes: Sequence[Sequence[float]] | None 
     :class:`~deepinside.localisation.LocalisationDetails` (what ``localise_details`` returns)."""
     seg, det = details.segmentation, details.detection
     title = class_names[det.class_index] if class_names is not None else f"class {det.class_index}"
+    box = det.box
+    sx, sy = getattr(details, "scale", (1.0, 1.0))
+    if (sx, sy) != (1.0, 1.0):     # a large photo: draw on the working copy the maps are on
+        image = details.image
+
+        def down(b):
+            return None if b is None else (b[0] / sx, b[1] / sy, b[2] / sx, b[3] / sy)
+
+        box = down(box)
+        gt_boxes = None if gt_boxes is None else [down(b) for b in gt_boxes]
     return {"image": image, "saliency": details.saliency, "fg_seeds": seg.fg_seeds, "bg_seeds": seg.bg_seeds,
-            "mask": seg.mask, "box": det.box, "gt_boxes": gt_boxes, "title": title}
+            "mask": seg.mask, "box": box, "gt_boxes": gt_boxes, "title": title}
 
 
 def localisation_figure(
