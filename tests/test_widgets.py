@@ -25,7 +25,8 @@ def test_explore_every_method_on_the_image_pixels(clf, one_thread):
     img = rand_pil(40, 30, 1)
     for method in widgets.METHODS:
         r = widgets.explore(clf, img, method=method, target=2, crops="center")
-        assert r.saliency.shape == (30, 40) and r.class_index == 2 and (r.saliency >= 0).all()
+        assert r.saliency.shape == (30, 40) and r.class_index == 2
+        assert method == "occlusion" or (r.saliency >= 0).all()
         assert (r.mask is not None) == (method == "localisation")
     # the rules give the maps of di.saliency under di.backward_rule (same crop, same class)
     for rule in ("gradient", "guided"):
@@ -34,6 +35,14 @@ def test_explore_every_method_on_the_image_pixels(clf, one_thread):
         got = widgets.explore(clf, img, method=rule, target=2).saliency
         inside = got[got > 0]
         assert np.isclose(inside.max(), float(ref.max()), rtol=1e-4), rule
+    # occlusion: the drop of the class score under a grey square, on the centre crop
+    r = widgets.explore(clf, img, method="occlusion", target=2, crops="ten")
+    window, stride = widgets.occlusion_geometry(clf)
+    occ = di.occlusion(clf, [img], target=2, window=window, stride=stride,
+                       show_progress=False)
+    drop = occ.attribution("score")[0, 0]
+    assert r.crops == "center" and r.saliency.shape == (30, 40)
+    assert np.isclose(np.abs(r.saliency).max(), float(drop.abs().max()), rtol=1e-4)
     r = widgets.explore(clf, img, method="localisation", target="class1")
     assert r.class_index == 1 and r.mask.shape == (30, 40)
     assert r.box == di.bounding_box(r.mask)

@@ -7,7 +7,9 @@ means the network's top-1 class), a method and the crops; the figure below updat
 - ``deconvnet`` / ``guided``: the same backward pass with the DeconvNet or guided rule at every
   rectifier (Sect. 4, :func:`deepinside.backward_rule`);
 - ``localisation``: the gradient map, the GraphCut mask it seeds and the box (Sect. 3.2,
-  :func:`deepinside.segment`, :func:`deepinside.bounding_box`).
+  :func:`deepinside.segment`, :func:`deepinside.bounding_box`);
+- ``occlusion``: Zeiler & Fergus's occlusion sensitivity (their Fig. 7), the drop of the class
+  score when a grey square covers each pixel (:func:`deepinside.occlusion`; centre crop only).
 
 Every method is a plain function too (:func:`explore`, :func:`explore_figure`), so a static page
 can show the app's default state as an ordinary figure; the controls need a running kernel.
@@ -22,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["METHODS", "CROPS", "ExploreResult", "Explorer", "class_options", "explore",
-           "explore_figure", "explorer", "saliency_explorer"]
+           "explore_figure", "explorer", "occlusion_geometry", "saliency_explorer"]
 
 # method -> what it computes (shown in the method menu)
 METHODS = {
@@ -30,14 +32,23 @@ METHODS = {
     "deconvnet": "saliency: DeconvNet rule (Sect. 4)",
     "guided": "saliency: guided backprop (Sect. 4)",
     "localisation": "localisation: GraphCut box (Sect. 3.2)",
+    "occlusion": "occlusion: score drop (Zeiler & Fergus)",
 }
+
+
+def occlusion_geometry(clf) -> tuple[int, int]:
+    """Occluder side and stride in network-input pixels: 48 and 16 at 224 px (12 x 12
+    positions, a few seconds on a CPU), in proportion for other input sizes."""
+    window = max(2, round(clf.input_size * 48 / 224))
+    return window, max(1, window // 3)
 CROPS = {"center": "centre crop", "ten": "10 crops"}
 UPLOAD_KEY = "(uploaded file)"
 
 
 class ExploreResult(NamedTuple):
     """One state of the explorer: ``saliency`` ``(H, W)`` on the image's own pixels (0 outside
-    the frame the crops cover); ``mask``/``box`` for ``"localisation"`` (else None)."""
+    the frame the crops cover; for ``"occlusion"`` the score drop, negative where covering a
+    pixel raised the score); ``mask``/``box`` for ``"localisation"`` (else None)."""
 
     image: Image.Image
     method: str
@@ -73,7 +84,7 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
         target: a class index or name (anything ``clf.class_index`` accepts); None = top-1.
         method: one of :data:`METHODS`.
         crops: ``"center"`` (the network's centre crop) or ``"ten"`` (the paper's 10-crop
-            average).
+            average; ``"occlusion"`` always uses the centre crop, and says so in the result).
     """
     from .backprop import backward_rule
     from .localisation import bounding_box, saliency_in_image, segment
@@ -86,6 +97,16 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
         c = int(clf.predict([image], topk=1)[0][0][0])
     else:
         c = int(clf.class_index(target))
+    if method == "occlusion":
+        from .occlusion import occlusion
+        from .saliency_maps import saliency_to_image
+
+        window, stride = occlusion_geometry(clf)
+        occ = occlusion(clf, [image], target=c, window=window, stride=stride,
+                        show_progress=False)
+        drop = occ.attribution("score")[0, 0].cpu()
+        m = np.asarray(saliency_to_image(drop, image.size, clf, "center"), dtype=np.float32)
+        return ExploreResult(image, method, "center", c, clf.class_names[c], m, None, None)
     rule = method if method in ("deconvnet", "guided") else "gradient"
     with backward_rule(clf.net, rule):
         m = saliency_in_image(clf, image, [c], crops=crops)[0]
@@ -110,7 +131,8 @@ def explore_figure(result: ExploreResult, name: str | None = None, size: float =
     fig, axes = plt.subplots(1, panels, figsize=(size * panels * max(w / h, 0.6), size))
     axes[0].imshow(img)
     axes[1].imshow(m, cmap="gray", vmin=0, vmax=vmax)
-    what = {"localisation": "gradient map"}.get(result.method, f"{result.method} map")
+    what = {"localisation": "gradient map",
+            "occlusion": "occlusion: score drop"}.get(result.method, f"{result.method} map")
     label = f"{name + ': ' if name else ''}{result.class_name} ({result.class_index})"
     axes[0].set_title(label, fontsize=9)
     axes[1].set_title(f"{what}, {CROPS[result.crops]}", fontsize=9)
