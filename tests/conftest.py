@@ -1,5 +1,6 @@
-"""Shared fixtures: the pretrained classifier (loaded once), the ILSVRC sample when present,
-and tiny models whose answers are known by hand."""
+"""Shared fixtures: the pretrained classifier (loaded once; every test using it is marked
+``slow``), the ILSVRC sample when present, and tiny models whose answers are known by hand
+(defined in ``state_helpers``, importable from any test module, and offered here as fixtures)."""
 
 from __future__ import annotations
 
@@ -41,4 +42,17 @@ def ilsvrc_root():
     return root
 
 
-from state_helpers import assert_same_state, model_state  # noqa: E402,F401  (re-exported for tests)
+from state_helpers import (assert_same_state, conv_clf, model_state,  # noqa: E402,F401
+                           rand_pil, tiny_clf)
+
+
+@pytest.fixture
+def tiny_conv_clf() -> di.Classifier:
+    """A seeded 4-class ConvNet classifier (8 px input, 10 px resize) with plain ReLUs."""
+    return conv_clf(seed=0)
+
+
+@pytest.fixture
+def tiny_relu6_clf() -> di.Classifier:
+    """The same with in-place ``nn.ReLU6`` rectifiers, as EfficientNet-Lite uses."""
+    return conv_clf(seed=0, relu6=True)

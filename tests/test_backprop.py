@@ -212,6 +212,7 @@ def test_state_restored_also_on_exception(rule):
     assert torch.equal(net(x.detach()), ref)
 
 
+@pytest.mark.slow
 def test_state_restored_on_pretrained_model(clf):
     before, funcs = model_state(clf.net), _globals_snapshot()
     x = torch.randn(1, 3, 64, 64, requires_grad=True)
@@ -274,6 +275,7 @@ def test_agrees_with_captum_on_plain_relu_nets(seed):
         assert not torch.allclose(xx.grad, xg.grad)         # the rule is not the gradient here
 
 
+@pytest.mark.slow
 def test_rules_applied_on_efficientnet_lite0_where_captum_is_not(clf):
     """Lite0 uses in-place nn.ReLU6 inside timm's BatchNormAct2d (``x = self.act(x)``)."""
     from captum.attr import GuidedBackprop

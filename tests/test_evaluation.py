@@ -123,6 +123,7 @@ def tiny(clf, photos):
     return ims, top, whole
 
 
+@pytest.mark.slow
 def test_full_image_baseline_and_classification(clf, tiny):
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
@@ -163,6 +164,7 @@ def test_graphcut_on_photos_uses_the_cache(clf, tiny):
     assert set(r) == {"top1_loc_err", "top5_loc_err", "top1_cls_err", "top5_cls_err", "n"}
 
 
+@pytest.mark.slow
 def test_evaluation_bad_inputs(clf, tiny):
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
@@ -189,6 +191,7 @@ def test_on_ilsvrc_sample(clf, ilsvrc_root):
     assert isinstance(ilsvrc_root, Path)
 
 
+@pytest.mark.slow
 def test_compare_methods_and_table(clf, tiny):
     from deepinside.evaluation import compare_methods, results_markdown
 

@@ -202,6 +202,7 @@ def test_bounding_box_of_a_rectangle_is_the_rectangle(x0, y0, w, h):
     assert di.bounding_box(m) == (x0, y0, x0 + w, y0 + h)
 
 
+@pytest.mark.slow
 def test_localise_on_a_photo(clf, photos):
     img = photos["chelsea"]
     before = model_state(clf.net)
@@ -218,6 +219,7 @@ def test_localise_on_a_photo(clf, photos):
     assert x0 < W_ / 2 < x1 and y0 < H_ / 2 < y1
 
 
+@pytest.mark.slow
 def test_localise_bad_inputs(clf, photos):
     with pytest.raises(TypeError, match="PIL"):
         di.localise(clf, np.zeros((10, 10, 3)))
@@ -244,6 +246,7 @@ def test_segment_properties_on_random_inputs(seed, h, w):
     assert np.array_equal(d.mask, di.segment(img, sal))  # deterministic
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crops", ["center", "ten", "full"])
 def test_saliency_in_image_frames(clf, photos, crops):
     from deepinside.localisation import saliency_in_image

