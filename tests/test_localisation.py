@@ -75,7 +75,7 @@ def test_deterministic():
 
 def test_details_are_consistent():
     img, sal, _ = _scene()
-    d = di.segment(img, sal, details=True)
+    d = di.localisation.segment_details(img, sal)
     assert isinstance(d, Segmentation)
     assert not (d.fg_seeds & d.bg_seeds).any()
     assert np.array_equal(d.mask, di.segment(img, sal))
@@ -90,12 +90,12 @@ def test_valid_region_restricts_the_seeds():
     img, sal, _ = _scene()
     valid = np.zeros((H, W), bool)
     valid[:, W // 4:] = True  # the left quarter was "not seen"
-    d = di.segment(img, np.where(valid, sal, 0.0), valid=valid, details=True)
+    d = di.localisation.segment_details(img, np.where(valid, sal, 0.0), valid=valid)
     assert not (d.fg_seeds | d.bg_seeds)[~valid].any()
     assert d.fg_seeds.sum() == pytest.approx(0.05 * valid.sum(), abs=2)
     assert d.bg_seeds.sum() == pytest.approx(0.30 * valid.sum(), abs=2)
     # without it, the zero margin is all background seeds
-    d0 = di.segment(img, np.where(valid, sal, 0.0), details=True)
+    d0 = di.localisation.segment_details(img, np.where(valid, sal, 0.0))
     assert d0.bg_seeds[~valid].all()
     with pytest.raises(ValueError, match="valid"):
         di.segment(img, sal, valid=valid[:, :-1])
@@ -116,7 +116,7 @@ def test_constant_map_resized_to_the_working_side_gives_empty_mask(value):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (300, 451, 3), dtype=np.uint8)
     assert not di.segment(img, np.full((300, 451), value)).any()
-    d = di.segment(img, np.full((300, 451), value), details=True)
+    d = di.localisation.segment_details(img, np.full((300, 451), value))
     assert not (d.mask.any() or d.foreground.any() or d.fg_seeds.any() or d.bg_seeds.any())
     sal = np.zeros((300, 451))
     valid = np.zeros((300, 451), bool)
@@ -167,7 +167,7 @@ def test_smoothing_sigma_is_a_fraction_of_the_shorter_side():
     (lambda img, sal: di.segment(img[..., :2], sal), "shape"),
     (lambda img, sal: di.segment(img[:1, :1], sal[:1, :1]), "too small"),
     (lambda img, sal: di.segment(img / 255.0 * 2, sal), r"\[0, 1\]"),
-    (lambda img, sal: di.segment(img, sal, 0.3, 0.9), "bg_quantile < fg_quantile"),
+    (lambda img, sal: di.segment(img, sal, fg_quantile=0.3, bg_quantile=0.9), "bg_quantile < fg_quantile"),
     (lambda img, sal: di.segment(img, sal, neighbourhood=6), "neighbourhood"),
     (lambda img, sal: di.segment(img, sal, seeds="medium"), "seeds"),
     (lambda img, sal: di.segment(img, sal, pairwise=-1), "pairwise"),
@@ -235,7 +235,7 @@ def test_segment_properties_on_random_inputs(seed, h, w):
     rng = np.random.default_rng(seed)
     img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     sal = rng.random((h, w)) ** 3
-    d = di.segment(img, sal, details=True)
+    d = di.localisation.segment_details(img, sal)
     assert d.mask.shape == (h, w) and d.mask.dtype == bool
     assert (d.mask <= d.foreground).all() and d.foreground[d.fg_seeds].all() and not d.foreground[d.bg_seeds].any()
     box = di.bounding_box(d.mask)
@@ -306,3 +306,21 @@ def test_localise_large_photo_works_on_a_reduced_copy_with_boxes_in_original_pix
 def test_localise_refuses_a_tiny_image():
     with pytest.raises(ValueError, match="7x30 pixels is too small"):
         di.localise(conv_clf(), Image.new("RGB", (7, 30)), topk=1)
+
+
+def test_segment_params_are_a_frozen_dataclass_for_ablations():
+    from dataclasses import FrozenInstanceError, replace
+
+    img, sal, _ = _scene()
+    p = di.localisation.SegmentParams()
+    assert (p.fg_quantile, p.bg_quantile, p.work_side) == (0.95, 0.30, 112)
+    with pytest.raises(FrozenInstanceError):
+        p.pairwise = 0.0
+    row = replace(p, pairwise=0.0, neighbourhood=4)
+    assert np.array_equal(di.segment(img, sal, row), di.segment(img, sal, pairwise=0.0, neighbourhood=4))
+    assert np.array_equal(di.segment(img, sal, p), di.segment(img, sal))
+    with pytest.raises(TypeError, match="unknown segment parameter"):
+        di.segment(img, sal, gamma=3)
+    with pytest.raises(ValueError, match="neighbourhood"):
+        replace(p, neighbourhood=6)
+    assert isinstance(di.segment(img, sal), np.ndarray)       # one return type

@@ -31,6 +31,7 @@ default chosen by measurement on 200 ILSVRC-2012 validation images (chapter 3 sh
 from __future__ import annotations
 
 import math
+from dataclasses import astuple, dataclass, fields, replace
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
@@ -41,7 +42,7 @@ from .data import to_rgb
 from .frames import CROPS, Crops, check_crops, full_image_size, map_to_image, working_copy
 from .saliency_maps import saliency as _saliency
 
-__all__ = ["segment", "bounding_box", "localise", "localise_details", "saliency_seeds", "smooth_saliency",
+__all__ = ["segment", "segment_details", "SegmentParams", "bounding_box", "localise", "localise_details", "saliency_seeds", "smooth_saliency",
            "saliency_in_image", "full_image_input", "Segmentation", "Detection", "LocalisationDetails"]
 
 #: Smallest image side :func:`localise` accepts (pixels): below it the crops and the GraphCut's
@@ -315,26 +316,99 @@ def _ranks(s: np.ndarray) -> np.ndarray:
     return (r / max(1, len(flat) - 1)).reshape(s.shape)
 
 
+@dataclass(frozen=True)
+class SegmentParams:
+    """Every choice of :func:`segment` (Sect. 3.2 fixes the two quantiles; the rest is ours).
+
+    An ablation row is ``dataclasses.replace(SegmentParams(), pairwise=0)``.
+
+    Attributes:
+        fg_quantile, bg_quantile: the paper's seed quantiles (95 % and 30 %).
+        smooth: Gaussian smoothing of the map, std as a fraction of the shorter side (0: off).
+        n_components: Gaussians per colour model (GrabCut: 5).
+        pairwise: weight gamma of the contrast-sensitive Potts term (GrabCut: 50).
+        neighbourhood: 4 or 8 grid neighbours.
+        seeds: ``"hard"`` (seed pixels clamped) or ``"soft"`` (colour models only).
+        iterations: cuts (``> 1``: GrabCut re-estimation of the colour models).
+        saliency_weight: lambda of the saliency-rank prior (0: the paper's energy).
+        work_side: shorter side of the working resolution (None: full resolution).
+        n_samples: seed pixels drawn per colour model fit.
+        largest_component: keep the largest 8-connected foreground component (the paper).
+        seed: random seed of the pixel sampling and k-means++.
+    """
+
+    fg_quantile: float = 0.95
+    bg_quantile: float = 0.30
+    smooth: float = 0.0
+    n_components: int = 5
+    pairwise: float = 50.0
+    neighbourhood: Literal[4, 8] = 8
+    seeds: Literal["hard", "soft"] = "hard"
+    iterations: int = 1
+    saliency_weight: float = 0.0
+    work_side: int | None = 112
+    n_samples: int = 2000
+    largest_component: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.bg_quantile < self.fg_quantile <= 1.0:
+            raise ValueError(f"need 0 <= bg_quantile < fg_quantile <= 1, got bg={self.bg_quantile}, "
+                             f"fg={self.fg_quantile}")
+        if self.smooth < 0:
+            raise ValueError(f"smoothing sigma must be >= 0, got {self.smooth}")
+        if self.neighbourhood not in (4, 8):
+            raise ValueError(f"neighbourhood must be 4 or 8, got {self.neighbourhood!r}")
+        if self.seeds not in ("hard", "soft"):
+            raise ValueError(f"seeds must be 'hard' or 'soft', got {self.seeds!r}")
+        if self.iterations < 1 or self.n_components < 1 or self.n_samples < 1:
+            raise ValueError("iterations, n_components and n_samples must be >= 1")
+        if self.pairwise < 0 or self.saliency_weight < 0:
+            raise ValueError(f"pairwise and saliency_weight must be >= 0, got {self.pairwise}, "
+                             f"{self.saliency_weight}")
+        if self.work_side is not None and self.work_side < 2:
+            raise ValueError(f"work_side must be >= 2 pixels or None, got {self.work_side}")
+
+
+def _params(params: SegmentParams | None, overrides: dict) -> SegmentParams:
+    """``params`` (default :class:`SegmentParams`) with keyword ``overrides`` replaced."""
+    if params is not None and not isinstance(params, SegmentParams):
+        raise TypeError(f"params must be a SegmentParams, not {type(params).__name__}")
+    base = params or SegmentParams()
+    if not overrides:
+        return base
+    known = {f.name for f in fields(SegmentParams)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown segment parameter(s) {unknown}; known: {sorted(known)}")
+    return replace(base, **overrides)
+
+
 def segment(
     image: Image.Image | np.ndarray,
     saliency: np.ndarray | torch.Tensor,
-    fg_quantile: float = 0.95,
-    bg_quantile: float = 0.30,
+    params: SegmentParams | None = None,
     *,
-    smooth: float = 0.0,
-    n_components: int = 5,
-    pairwise: float = 50.0,
-    neighbourhood: Literal[4, 8] = 8,
-    seeds: Literal["hard", "soft"] = "hard",
-    iterations: int = 1,
-    saliency_weight: float = 0.0,
-    work_side: int | None = 112,
-    n_samples: int = 2000,
-    largest_component: bool = True,
     valid: np.ndarray | None = None,
-    seed: int = 0,
-    details: bool = False,
-) -> np.ndarray | Segmentation:
+    **overrides: object,
+) -> np.ndarray:
+    """Object mask from a class saliency map (Sect. 3.2): :func:`segment_details`' ``mask``.
+
+    ``params`` (default :class:`SegmentParams`, the paper's quantiles) with any field given as a
+    keyword replaced: ``segment(img, m, smooth=0.02)`` = ``segment(img, m,
+    replace(SegmentParams(), smooth=0.02))``. Returns bool ``(H, W)``, empty for a constant map.
+    """
+    return segment_details(image, saliency, params, valid=valid, **overrides).mask
+
+
+def segment_details(
+    image: Image.Image | np.ndarray,
+    saliency: np.ndarray | torch.Tensor,
+    params: SegmentParams | None = None,
+    *,
+    valid: np.ndarray | None = None,
+    **overrides: object,
+) -> Segmentation:
     r"""Object mask from a class saliency map: quantile seeds, colour GMMs, GraphCut (Sect. 3.2).
 
     Steps (paper Sect. 3.2; every choice the paper leaves open is a parameter):
@@ -367,40 +441,34 @@ def segment(
         image: PIL image, or ``(H, W, 3)`` uint8 array (float arrays in [0, 1]); a grayscale
             ``(H, W)`` array is accepted (intensity models).
         saliency: ``(H, W)`` map (array or tensor) on the image's pixel grid, finite.
+        params: the :class:`SegmentParams` (default: the paper's quantiles and our measured
+            defaults); ``overrides`` replace any of its fields by name.
         valid: optional bool ``(H, W)``: where the map is defined (e.g. the crop the network saw).
             The quantiles are then taken over these pixels only and pixels outside are never
             seeds. By default the whole map counts, so the zero margins that the crop frames leave
             become background seeds (a centre prior; chapter 3 measures both).
-        details: return a :class:`Segmentation` (mask, labelling, seeds, smoothed map) instead of
-            the mask alone.
 
     Returns:
-        bool ``(H, W)`` mask. It is empty (all False) when the map is constant (e.g. all zero):
-        a constant map carries no evidence of where the object is.
+        :class:`Segmentation` at the image's resolution; its ``mask`` (bool ``(H, W)``) is empty
+        (all False) when the map is constant over the valid pixels (e.g. all zero): a constant
+        map carries no evidence of where the object is.
 
     Raises:
         ValueError: shape mismatch, NaN/inf values, a too small image or invalid parameters.
     """
     import cv2
 
+    p = _params(params, overrides)
+    (fg_quantile, bg_quantile, smooth, n_components, pairwise, neighbourhood, seeds, iterations,
+     saliency_weight, work_side, n_samples, largest_component, seed) = astuple(p)
     arr = _image_array(image)
     H, W = arr.shape[:2]
     sal = _map_array(saliency, (H, W))
-    if neighbourhood not in (4, 8):
-        raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
-    if seeds not in ("hard", "soft"):
-        raise ValueError(f"seeds must be 'hard' or 'soft', got {seeds!r}")
-    if iterations < 1 or n_components < 1 or n_samples < 1:
-        raise ValueError("iterations, n_components and n_samples must be >= 1")
-    if pairwise < 0 or saliency_weight < 0:
-        raise ValueError(f"pairwise and saliency_weight must be >= 0, got {pairwise}, {saliency_weight}")
     if valid is not None:
         valid = np.asarray(valid)
         if valid.shape != (H, W) or valid.dtype != bool:
             raise ValueError(f"valid must be a bool array of the image's shape {(H, W)}, "
                              f"got {valid.dtype} {valid.shape}")
-    if work_side is not None and work_side < 2:
-        raise ValueError(f"work_side must be >= 2 pixels or None, got {work_side}")
 
     # A constant map (over the valid pixels) carries no evidence of where the object is: empty.
     # Checked here, on the map as given: resizing it below would turn float rounding into a
@@ -408,10 +476,8 @@ def segment(
     region = sal if valid is None else sal[valid]
     if region.size == 0 or float(region.min()) == float(region.max()):
         empty = np.zeros((H, W), dtype=bool)
-        if details:
-            return Segmentation(empty, empty.copy(), empty.copy(), empty.copy(),
-                                smooth_saliency(sal, smooth))
-        return empty
+        return Segmentation(empty, empty.copy(), empty.copy(), empty.copy(),
+                            smooth_saliency(sal, smooth))
 
     # working resolution
     scale = 1.0 if work_side is None else min(1.0, work_side / min(H, W))
@@ -466,9 +532,7 @@ def segment(
 
         mask, fore, fg_seed, bg_seed = up(mask), up(fore), up(fg_seed), up(bg_seed)
         s = cv2.resize(s, (W, H), interpolation=cv2.INTER_LINEAR)
-    if details:
-        return Segmentation(mask, fore, fg_seed, bg_seed, s)
-    return mask
+    return Segmentation(mask, fore, fg_seed, bg_seed, s)
 
 
 def bounding_box(mask: np.ndarray | torch.Tensor, largest_component: bool = True
@@ -612,7 +676,7 @@ def localise_details(
     maps = saliency_in_image(clf, work, [c for c, _, _ in preds], crops=crops, batch_size=batch_size)
     out = []
     for (c, _, p), m in zip(preds, maps):
-        seg = segment(work, m, details=True, **segment_kwargs)
+        seg = segment_details(work, m, **segment_kwargs)
         det = Detection(int(c), float(p), _to_original(bounding_box(seg.mask), scale, image.size),
                         _mask_to_original(seg.mask, image.size))
         out.append(LocalisationDetails(det, m, seg, work, scale))
