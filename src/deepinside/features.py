@@ -1,0 +1,637 @@
+"""What the features are: top activations over a dataset, receptive fields, projections to pixels.
+
+Zeiler & Fergus (2014), Sect. 4 ("Convnet Visualization") and their Fig. 2: "for a given feature
+map, we show the top 9 activations, each projected separately down to pixel space, revealing the
+different structures that excite that map", "alongside ... the corresponding image patches".
+Their Fig. 6 shows the first-layer filters, "without feature scale clipping" one "dominates".
+
+- :func:`top_activations`: one streaming pass over a dataset, a running top-k per unit (each
+  image counted once per unit, at its spatial maximum, as Zeiler & Fergus and the DeepVis
+  toolbox do); memory bounded by one batch whatever the dataset size.
+- :func:`receptive_field`: the input box a unit sees, computed from the network itself.
+- :func:`project`: one activation back-propagated to pixel space with a backward rule of
+  :mod:`deepinside.backprop` (``"deconvnet"``: Zeiler & Fergus's DeconvNet; ``"guided"``).
+- :func:`first_layer_filters`, :func:`filter_stats`: the data of their Fig. 6.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ._progress import progress
+from .occlusion import _as_batch, _device_of, _net_of, resolve_layer
+
+__all__ = ["TopActivations", "top_activations", "receptive_field", "project", "aligned_projections",
+           "mean_pairwise_correlation", "first_layer_filters", "filter_stats", "ilsvrc_roots",
+           "ImageList"]
+
+
+class _StopForward(Exception):
+    """Raised by a forward hook once every layer of interest has run: the rest is not needed."""
+
+
+# -- running the network up to some layers ----------------------------------------------------
+
+
+def _forward_to(net: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
+    """Run ``net`` on ``x`` until every module in ``modules`` has produced its output (first call
+    of each); return ``{name: output}``. The hooks are removed in ``finally``."""
+    got: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make(name: str):
+        def hook(m: nn.Module, args: Any, out: Any) -> None:
+            if name in got:
+                return
+            if not isinstance(out, torch.Tensor) or out.ndim != 4:
+                raise ValueError(f"layer {name!r} returned {type(out).__name__} of shape "
+                                 f"{tuple(getattr(out, 'shape', ()))}; expected (N, C, h, w) feature maps")
+            got[name] = out
+            if len(got) == len(modules):
+                raise _StopForward
+        return hook
+
+    try:
+        for name, m in modules.items():
+            handles.append(m.register_forward_hook(make(name)))
+        try:
+            net(x)
+        except _StopForward:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [n for n in modules if n not in got]
+    if missing:
+        raise ValueError(f"layer(s) {missing} did not run in the network's forward pass")
+    return got
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+
+class ImageList:
+    """Several image collections as one indexable sequence (e.g. the two ILSVRC folders).
+
+    Each part is indexable (``len``, ``[i]``); an item is a PIL image or a tuple whose first
+    element is one (``IlsvrcDataset`` gives ``(image, record)``). Index ``i`` runs over the parts
+    in order.
+    """
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self.parts = list(parts)
+        self._ends = np.cumsum([len(p) for p in self.parts]).tolist()
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        k = int(np.searchsorted(self._ends, i, side="right"))
+        return self.parts[k][i - (self._ends[k - 1] if k else 0)]
+
+    def image(self, i: int) -> Image.Image:
+        """The PIL image of item ``i``."""
+        return _pil(self[i])
+
+    def key(self) -> str:
+        """A string identifying the data (roots and sizes), for caching results computed on it."""
+        return ";".join(f"{getattr(p, 'root', type(p).__name__)}:{len(p)}" for p in self.parts)
+
+
+def ilsvrc_roots() -> list[Path]:
+    """The ILSVRC validation folders present: ``default_ilsvrc_root()`` and, next to it,
+    ``ilsvrc2012-val-650-227px`` (the book's two sample folders); empty when there are none."""
+    from .data import default_ilsvrc_root
+
+    root = default_ilsvrc_root()
+    if root is None or not (root / "images").is_dir():
+        return []
+    roots = [root]
+    other = root.parent / "ilsvrc2012-val-650-227px"
+    if other != root and (other / "images").is_dir():
+        roots.append(other)
+    return roots
+
+
+def _pil(item: Any) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], Image.Image):
+        return item[0]
+    raise TypeError(f"dataset items must be PIL images or (image, ...) tuples, got {type(item).__name__}")
+
+
+def _batches(clf: Any, data: Any, batch_size: int) -> Iterator[torch.Tensor]:
+    """Network-input batches ``(B, C, H, W)`` from a tensor, a sequence of PIL images / items, or
+    any iterable of them. The next batch is decoded in a thread while the network runs."""
+    if isinstance(data, torch.Tensor):
+        x = _as_batch(clf, data)
+        for i in range(0, len(x), batch_size):
+            yield x[i:i + batch_size]
+        return
+    if isinstance(data, Image.Image):
+        data = [data]
+    if not hasattr(clf, "preprocess"):
+        raise TypeError("PIL images need a Classifier (with its preprocessing), not a bare network")
+
+    def chunks() -> Iterator[list]:
+        if hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+            for i in range(0, len(data), batch_size):
+                yield [data[j] for j in range(i, min(i + batch_size, len(data)))]
+        else:
+            buf: list = []
+            for item in data:
+                buf.append(item)
+                if len(buf) == batch_size:
+                    yield buf
+                    buf = []
+            if buf:
+                yield buf
+
+    def load(items: list) -> torch.Tensor:
+        return clf.preprocess([_pil(it) for it in items])
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        it = chunks()
+        nxt = next(it, None)
+        fut = pool.submit(load, nxt) if nxt is not None else None
+        while fut is not None:
+            nxt = next(it, None)
+            x = fut.result()
+            fut = pool.submit(load, nxt) if nxt is not None else None
+            if not torch.isfinite(x).all():
+                raise ValueError("the input contains NaN or infinite values")
+            yield x
+
+
+# -- top activations --------------------------------------------------------------------------
+
+
+@dataclass
+class TopActivations:
+    """The k strongest images of each unit of one layer, best first.
+
+    Attributes:
+        layer: the module name.
+        units: ``(U,)`` the feature maps (channels) scanned.
+        values: ``(U, k)`` the unit's spatial maximum in each of its top images.
+        image_index: ``(U, k)`` int64, index of the image in the scanned data.
+        position: ``(U, k, 2)`` int64, ``(y, x)`` of the maximum in the layer's ``(h, w)`` map.
+        map_size: ``(h, w)`` of the layer's feature maps.
+        n_images: images scanned.
+    """
+
+    layer: str
+    units: torch.Tensor
+    values: torch.Tensor
+    image_index: torch.Tensor
+    position: torch.Tensor
+    map_size: tuple[int, int]
+    n_images: int
+
+    @property
+    def k(self) -> int:
+        return self.values.shape[1]
+
+    def row(self, unit: int) -> int:
+        """Row of ``unit`` (a channel index) in the tensors."""
+        hits = (self.units == unit).nonzero()
+        if len(hits) == 0:
+            raise ValueError(f"unit {unit} was not scanned in layer {self.layer!r}")
+        return int(hits[0, 0])
+
+
+def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str],
+                    units: Sequence[int] | dict[str, Sequence[int] | None] | None = None, k: int = 9,
+                    batch_size: int = 32, show_progress: bool = True
+                    ) -> TopActivations | dict[str, TopActivations]:
+    """The top-``k`` images of every unit of ``layer`` over a dataset, in one streaming pass.
+
+    Zeiler & Fergus (2014), Fig. 2: "the top 9 activations in a random subset of feature maps
+    across the validation data". Each image counts once per unit, with its spatial maximum
+    (the DeepVis toolbox's "max" statistic); ties keep the earlier image (and, within an image,
+    the first position in row-major order), so the result equals a brute-force per-image maximum
+    followed by a stable sort.
+
+    The network runs only up to the deepest requested layer (a forward hook ends the pass), the
+    data are decoded one batch ahead in a thread, and the running state is ``(U, k)`` per layer:
+    memory does not grow with the dataset.
+
+    Args:
+        clf: a :class:`~deepinside.Classifier` (or a bare network, for tensors).
+        images_or_dataset: a ``(N, C, H, W)`` network-input tensor, a list of PIL images, an
+            :class:`~deepinside.IlsvrcDataset` / :class:`ImageList` (items ``(image, ...)``), or any
+            iterable of PIL images.
+        layer: a module name of ``clf.net``, or several (one pass serves them all).
+        units: channels to scan (None: all); for several layers a dict ``{layer: units}``.
+        k: images kept per unit (fewer when the data hold fewer images).
+        batch_size: images per forward pass.
+
+    Returns:
+        :class:`TopActivations` (a dict ``{layer: TopActivations}`` when ``layer`` is a list).
+
+    Raises:
+        ValueError: unknown layer, ``k < 1``, units out of range, empty data, NaN input, a layer
+            whose output is not ``(N, C, h, w)``.
+    """
+    net = _net_of(clf)
+    names = [layer] if isinstance(layer, str) else list(layer)
+    if not names:
+        raise ValueError("no layer given")
+    modules = {n: resolve_layer(net, n) for n in names}
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"k and batch_size must be positive, got k={k}, batch_size={batch_size}")
+    want = units if isinstance(units, dict) else {n: units for n in names}
+    dev = _device_of(clf)
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    sel: dict[str, torch.Tensor | None] = {}
+    n_seen = 0
+    total = len(images_or_dataset) if hasattr(images_or_dataset, "__len__") else None
+    bar = progress(total=total, desc="top activations", unit="img", disable=not show_progress)
+    from .models import frozen
+
+    try:
+        with frozen(net), torch.inference_mode():
+            for x in _batches(clf, images_or_dataset, batch_size):
+                x = x.to(dev)
+                outs = _forward_to(net, x, modules)
+                b = len(x)
+                for name, out in outs.items():
+                    if name not in sel:
+                        sel[name] = _check_units(want.get(name), out.shape[1], name, dev)
+                        state[name] = {"map_size": torch.tensor(out.shape[2:])}
+                    u = sel[name]
+                    a = out if u is None else out.index_select(1, u)
+                    flat = a.flatten(2)                                     # (B, U, h*w)
+                    v, arg = flat.max(2)                                    # first maximum
+                    _merge(state[name], v.T.float(), n_seen + torch.arange(b, device=dev),
+                           arg.T, k)
+                n_seen += b
+                bar.update(b)
+    finally:
+        bar.close()
+    if n_seen == 0:
+        raise ValueError("no images to scan")
+    results = {}
+    for name in names:
+        st = state[name]
+        h, w = st["map_size"].tolist()
+        c = st["values"].shape[0]
+        u = sel[name] if sel[name] is not None else torch.arange(c, device=dev)
+        pos = st["pos"]
+        results[name] = TopActivations(
+            layer=name, units=u.cpu(), values=st["values"].cpu(), image_index=st["index"].cpu(),
+            position=torch.stack([pos // w, pos % w], -1).cpu(), map_size=(h, w), n_images=n_seen)
+    return results[names[0]] if isinstance(layer, str) else results
+
+
+def _check_units(units: Sequence[int] | None, c: int, name: str, dev: torch.device) -> torch.Tensor | None:
+    if units is None:
+        return None
+    u = torch.as_tensor(list(units), dtype=torch.long, device=dev).reshape(-1)
+    if u.numel() == 0 or int(u.min()) < 0 or int(u.max()) >= c:
+        raise ValueError(f"units {u.tolist()} out of range: layer {name!r} has {c} feature maps")
+    return u
+
+
+def _merge(st: dict[str, torch.Tensor], v: torch.Tensor, idx: torch.Tensor, pos: torch.Tensor, k: int) -> None:
+    """Merge a batch (``v``, ``pos``: ``(U, B)``; ``idx``: ``(B,)``) into the running top-k.
+
+    Candidates are the running top-k (earlier images, already in order) followed by the batch
+    (in image order); a stable descending sort keeps the earlier image first among equals."""
+    u = v.shape[0]
+    idx = idx[None].expand(u, -1)
+    if "values" in st:
+        v = torch.cat([st["values"], v], 1)
+        idx = torch.cat([st["index"], idx], 1)
+        pos = torch.cat([st["pos"], pos], 1)
+    order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :k]
+    st["values"], st["index"], st["pos"] = v.gather(1, order), idx.gather(1, order), pos.gather(1, order)
+
+
+# -- receptive fields --------------------------------------------------------------------------
+
+_RF_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _linearised_copy(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` in which every path is open and every weight positive.
+
+    Convolutions and linear maps average (weight ``1 / fan_in``, no bias), normalisations are
+    identities, max-pooling becomes average pooling (so every input of a pooling window, not only
+    the arg-max, reaches the output), and hooks are dropped. With a small positive input all
+    activations stay in the linear range of every rectifier (0 < x < 6 for ReLU6), so the input
+    gradient of a unit is positive exactly on the pixels connected to it: its receptive field.
+    """
+    c = copy.deepcopy(net).float().cpu().eval()
+    for m in c.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+        m._backward_hooks.clear()
+        for name, child in list(m.named_children()):
+            if isinstance(child, nn.MaxPool2d):
+                setattr(m, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                              ceil_mode=child.ceil_mode, count_include_pad=True))
+            elif isinstance(child, nn.AdaptiveMaxPool2d):
+                setattr(m, name, nn.AdaptiveAvgPool2d(child.output_size))
+    with torch.no_grad():
+        for m in c.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if m.running_mean is not None:
+                    m.running_mean.zero_()
+                    m.running_var.fill_(1.0)
+            w = getattr(m, "weight", None)
+            if isinstance(w, torch.Tensor):
+                if w.ndim >= 2:
+                    w.fill_(1.0 / w[0].numel())
+                else:
+                    w.fill_(1.0)
+            b = getattr(m, "bias", None)
+            if isinstance(b, torch.Tensor):
+                b.zero_()
+    for p in c.parameters():
+        p.requires_grad_(False)
+    return c
+
+
+def _runs(m: torch.Tensor) -> list[tuple[int, int]]:
+    """Maximal runs of True in a 1-D bool tensor, as half-open ``(start, end)``."""
+    d = torch.diff(torch.cat([m.new_zeros(1), m, m.new_zeros(1)]).to(torch.int8))
+    starts, ends = (d == 1).nonzero()[:, 0].tolist(), (d == -1).nonzero()[:, 0].tolist()
+    return list(zip(starts, ends))
+
+
+def _trace(lin: nn.Module, layer: str, module: nn.Module, size: tuple[int, int, int],
+           units: list[tuple[int, int]], axes: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Extents ``(len(units), 2)`` along each axis in ``axes`` (0: rows, 1: columns) of the input
+    support of each unit (all channels), from as few backward passes as possible: units whose
+    supports cannot touch share a sample, and the runs of that sample's support are assigned to
+    its units in order (checked; a sample whose runs do not match is redone one unit at a time)."""
+    cin, hh, ww = size
+
+    def supports(groups: list[list[int]]) -> torch.Tensor:
+        x = torch.full((len(groups), cin, hh, ww), 1e-6, requires_grad=True)
+        with torch.enable_grad():
+            out = _forward_to(lin, x, {layer: module})[layer]
+            seed = sum(out[g, :, units[i][0], units[i][1]].sum() for g, grp in enumerate(groups) for i in grp)
+            (grad,) = torch.autograd.grad(seed, x)
+        return grad.abs().amax(1) > 0                          # (G, H, W)
+
+    res = {a: torch.zeros(len(units), 2, dtype=torch.long) for a in axes}
+    mid = len(units) // 2
+    sup = supports([[mid]])[0]
+    mid_runs = [_runs(sup.any(1 - a)) for a in axes]
+    if not all(mid_runs):
+        raise ValueError(f"could not trace the receptive field of layer {layer!r}: no input pixel "
+                         "reaches it (a layer that does not depend on the input?)")
+    span = max(r[-1][1] - r[0][0] for r in mid_runs)
+    step = max(1, min(hh // max(1, len(units)), ww // max(1, len(units))))
+    spacing = min(len(units), math.ceil((span + 1) / max(1, step)) + 1)
+    groups = [list(range(r, len(units), spacing)) for r in range(spacing)]
+    sups = supports(groups)
+    redo: list[int] = []
+    for g, grp in enumerate(groups):
+        ok = True
+        found = {a: _runs(sups[g].any(1 - a)) for a in axes}
+        for a in axes:
+            if len(found[a]) != len(grp):
+                ok = False
+        if not ok:
+            redo.extend(grp)
+            continue
+        for a in axes:
+            for i, (lo, hi) in zip(grp, found[a]):
+                res[a][i] = torch.tensor([lo, hi])
+    if redo:
+        sups = supports([[i] for i in redo])
+        for j, i in enumerate(redo):
+            for a in axes:
+                r = _runs(sups[j].any(1 - a))
+                if not r:
+                    raise ValueError(f"could not trace the receptive field of layer {layer!r}: no "
+                                     "input pixel reaches it")
+                res[a][i] = torch.tensor([r[0][0], r[-1][1]])
+    return res
+
+
+def _rf_extents(net: nn.Module, layer: str, size: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row extents ``(h, 2)`` and column extents ``(w, 2)`` (half-open, input pixels) of the units
+    of ``layer``; cached per network, layer and input size."""
+    per_net = _RF_CACHE.setdefault(net, {})
+    key = (layer, tuple(size))
+    if key in per_net:
+        return per_net[key]
+    lin = _linearised_copy(net)
+    module = resolve_layer(lin, layer)
+    cin, hh, ww = size
+    with torch.no_grad():
+        h, w = _forward_to(lin, torch.zeros(1, cin, hh, ww), {layer: module})[layer].shape[2:]
+    if h == w:                                     # the diagonal units give rows and columns at once
+        ext = _trace(lin, layer, module, size, [(i, i) for i in range(h)], (0, 1))
+        y_ext, x_ext = ext[0], ext[1]
+    else:
+        y_ext = _trace(lin, layer, module, size, [(i, w // 2) for i in range(h)], (0,))[0]
+        x_ext = _trace(lin, layer, module, size, [(h // 2, j) for j in range(w)], (1,))[1]
+    per_net[key] = (y_ext, x_ext)
+    return y_ext, x_ext
+
+
+def receptive_field(clf: Any, layer: str, y: int | torch.Tensor, x: int | torch.Tensor,
+                    input_size: Sequence[int] | None = None) -> tuple[int, int, int, int] | torch.Tensor:
+    """The input box a unit of ``layer`` at map position ``(y, x)`` sees: ``(x0, y0, x1, y1)``.
+
+    Computed from the network itself, not from a table of kernel sizes: in a copy of the network
+    whose weights are all positive and whose rectifiers all pass (see ``_linearised_copy``), the
+    input gradient of the unit is non-zero exactly on the pixels connected to it; its bounding
+    box is the receptive field, clipped to the input (half-open, network-input pixels). The
+    extents of all units of a layer come from one batched backward pass (the units on the
+    diagonal: rows and columns separate for convolutions and pooling) and are cached.
+
+    Args:
+        clf: a Classifier (input size ``clf.input_size``) or a network (give ``input_size``).
+        layer: a module name of the network.
+        y, x: map positions (ints, or equal-length int tensors for many units).
+        input_size: ``(C, H, W)`` of the input (default ``(3, clf.input_size, clf.input_size)``).
+
+    Returns:
+        ``(x0, y0, x1, y1)`` for one unit, or a ``(M, 4)`` int64 tensor for tensors ``y``, ``x``.
+
+    Raises:
+        ValueError: unknown layer; a position outside the layer's map.
+    """
+    net = _net_of(clf)
+    resolve_layer(net, layer)
+    if input_size is None:
+        s = getattr(clf, "input_size", None)
+        if s is None:
+            raise ValueError("give input_size=(C, H, W) for a bare network")
+        input_size = (3, int(s), int(s))
+    y_ext, x_ext = _rf_extents(net, layer, tuple(int(v) for v in input_size))  # type: ignore[arg-type]
+    scalar = not isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor)
+    yy = torch.as_tensor(y, dtype=torch.long).reshape(-1)
+    xx = torch.as_tensor(x, dtype=torch.long).reshape(-1)
+    h, w = len(y_ext), len(x_ext)
+    if len(yy) != len(xx):
+        raise ValueError(f"y and x hold {len(yy)} and {len(xx)} positions")
+    if len(yy) and (int(yy.min()) < 0 or int(yy.max()) >= h or int(xx.min()) < 0 or int(xx.max()) >= w):
+        raise ValueError(f"position outside the {h}x{w} map of layer {layer!r}")
+    box = torch.stack([x_ext[xx, 0], y_ext[yy, 0], x_ext[xx, 1], y_ext[yy, 1]], 1)
+    return tuple(box[0].tolist()) if scalar else box  # type: ignore[return-value]
+
+
+# -- projections ---------------------------------------------------------------------------------
+
+
+def project(clf: Any, image: Any, layer: str, unit: int | Sequence[int],
+            position: Sequence[int] | Sequence[Sequence[int]] | None = None, rule: str = "deconvnet",
+            batch_size: int = 16) -> torch.Tensor:
+    """Project one activation per image down to pixel space: ``(N, C, H, W)``, signed.
+
+    Zeiler & Fergus (2014), Sect. 2.1: "to examine a given convnet activation, we set all other
+    activations in the layer to zero and pass the feature maps as input to the attached deconvnet
+    layer". Here the seed is the activation's own value at ``(unit, y, x)`` (zero elsewhere), sent
+    back with :func:`deepinside.backward_rule`: ``"deconvnet"`` (rectifiers pass the positive part
+    of the signal; where the network max-pools, autograd routes the signal to the arg-max, i.e.
+    Zeiler & Fergus's "switches"), ``"guided"`` (also gated by the forward pass) or
+    ``"gradient"``. The network runs only up to ``layer``.
+
+    Args:
+        clf: a Classifier (or a bare network, for tensors).
+        image: a PIL image, a list of them, or network input ``(N, C, H, W)``.
+        layer: a module name of the network.
+        unit: the channel, one for all images or one per image.
+        position: ``(y, x)`` in the layer's map, one for all or one per image; None: the unit's
+            spatial maximum in each image.
+        rule: ``"deconvnet"``, ``"guided"`` or ``"gradient"``.
+        batch_size: images per backward pass.
+
+    Raises:
+        ValueError: unknown layer or rule, unit or position out of range, NaN input, a layer
+            before any rectifier with a rule other than ``"gradient"``.
+    """
+    from .backprop import RULES, backward_rule
+    from .models import frozen
+
+    if rule not in RULES:
+        raise ValueError(f"unknown backward rule {rule!r}; choose one of {RULES}")
+    net = _net_of(clf)
+    module = resolve_layer(net, layer)
+    x = _as_batch(clf, image).to(_device_of(clf))
+    n = len(x)
+    uu = torch.as_tensor(unit, dtype=torch.long).reshape(-1)
+    uu = uu.expand(n) if len(uu) == 1 else uu
+    if len(uu) != n:
+        raise ValueError(f"unit has {len(uu)} entries for {n} images")
+    pp = None
+    if position is not None:
+        pp = torch.as_tensor(position, dtype=torch.long).reshape(-1, 2)
+        pp = pp.expand(n, 2) if len(pp) == 1 else pp
+        if len(pp) != n:
+            raise ValueError(f"position has {len(pp)} entries for {n} images")
+    outs = []
+    with frozen(net):
+        for s in range(0, n, batch_size):
+            xb = x[s:s + batch_size].detach().clone().requires_grad_(True)
+            with torch.enable_grad(), backward_rule(net, rule):
+                a = _forward_to(net, xb, {layer: module})[layer]
+                b, c, h, w = a.shape
+                u = uu[s:s + b].to(a.device)
+                if int(u.min()) < 0 or int(u.max()) >= c:
+                    raise ValueError(f"unit {uu.tolist()} out of range: layer {layer!r} has {c} feature maps")
+                rows = torch.arange(b, device=a.device)
+                if pp is None:
+                    flat = a.detach()[rows, u].flatten(1).argmax(1)
+                    yx = torch.stack([flat // w, flat % w], 1)
+                else:
+                    yx = pp[s:s + b].to(a.device)
+                    if int(yx.min()) < 0 or int(yx[:, 0].max()) >= h or int(yx[:, 1].max()) >= w:
+                        raise ValueError(f"position outside the {h}x{w} map of layer {layer!r}")
+                act = a[rows, u, yx[:, 0], yx[:, 1]]                        # (B,) the activations
+                (g,) = torch.autograd.grad(act, xb, grad_outputs=act.detach())
+            outs.append(g.detach())
+    return torch.cat(outs)
+
+
+def aligned_projections(proj: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop ``size x size`` windows of projections ``(N, C, H, W)`` centred on ``centres``
+    ``(N, 2)`` (``(y, x)`` input pixels), zero outside the image: the units' projections aligned
+    on the unit, for comparing them across images. Returns ``(N, C, size, size)``."""
+    n, c, h, w = proj.shape
+    half = size // 2
+    padded = torch.nn.functional.pad(proj, (half, size, half, size))
+    out = torch.empty(n, c, size, size, dtype=proj.dtype, device=proj.device)
+    for i, (cy, cx) in enumerate(centres.round().long().tolist()):
+        out[i] = padded[i, :, cy:cy + size, cx:cx + size]
+    return out
+
+
+def mean_pairwise_correlation(maps: torch.Tensor) -> float:
+    """Mean Pearson correlation over all pairs of ``maps`` ``(K, ...)`` (K >= 2)."""
+    if len(maps) < 2:
+        raise ValueError("need at least two maps")
+    f = maps.flatten(1).double()
+    f = f - f.mean(1, keepdim=True)
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    cc = f @ f.T
+    k = len(f)
+    return float((cc.sum() - cc.diagonal().sum()) / (k * (k - 1)))
+
+
+# -- first-layer filters (Fig. 6) --------------------------------------------------------------
+
+
+def first_layer_filters(clf: Any, fold_norm: bool = False) -> torch.Tensor:
+    """The first convolution's filters ``(K, C, kh, kw)`` (Zeiler & Fergus Fig. 6).
+
+    ``fold_norm=True`` multiplies each filter by the scale of the batch normalisation that
+    follows it (``gamma / sqrt(var + eps)``), i.e. the filter as the next layer sees it.
+    """
+    net = _net_of(clf)
+    convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(net).__name__} has no Conv2d layer")
+    name, conv = convs[0]
+    w = conv.weight.detach().float().cpu().clone()
+    if fold_norm:
+        mods = list(net.named_modules())
+        after = [m for n, m in mods[[n for n, _ in mods].index(name) + 1:]
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not after or after[0].num_features != w.shape[0]:
+            raise ValueError("no batch normalisation follows the first convolution")
+        bn = after[0]
+        scale = (bn.weight.detach().float().cpu() if bn.weight is not None else torch.ones(w.shape[0])) \
+            / torch.sqrt(bn.running_var.detach().float().cpu() + bn.eps)
+        w = w * scale[:, None, None, None]
+    return w
+
+
+def filter_stats(w: torch.Tensor, dead: float = 0.1) -> dict[str, Any]:
+    """Statistics of filters ``(K, C, kh, kw)``: L2 norms, how much the largest dominates, and
+    the share of "dead" filters (Zeiler & Fergus Fig. 6: norm below ``dead`` x the median).
+
+    Returns ``{"norms" (K,), "max_over_median", "dead_share", "share_visible_global"}``, the last
+    being the share of filters whose largest weight reaches 10 % of the largest weight of all
+    (what stays visible when every filter is shown on one global scale).
+    """
+    if w.ndim != 4:
+        raise ValueError(f"expected filters (K, C, kh, kw), got shape {tuple(w.shape)}")
+    norms = w.flatten(1).norm(dim=1)
+    med = norms.median()
+    peak = w.flatten(1).abs().amax(1)
+    return {"norms": norms, "max_over_median": float(norms.max() / med),
+            "dead_share": float((norms < dead * med).float().mean()),
+            "share_visible_global": float((peak >= 0.1 * peak.max()).float().mean())}
