@@ -59,5 +59,7 @@ __all__ += ["compute_maps", "register_map", "map_names", "available_maps",
 # Zeiler & Fergus (2014): occlusion sensitivity (their Fig. 7), top activations, receptive fields,
 # projections to pixel space (their Fig. 2) — occlusion.py, features.py
 from .occlusion import OcclusionResult, occlusion  # noqa: E402
+from .features import TopActivations, project, receptive_field, top_activations  # noqa: E402
 
-__all__ += ["occlusion", "OcclusionResult"]
+__all__ += ["occlusion", "OcclusionResult", "top_activations", "TopActivations", "receptive_field",
+            "project"]
