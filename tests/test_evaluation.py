@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
+
 import deepinside as di
+from deepinside import evaluation as ev
 from deepinside.evaluation import (SaliencyCache, centered_box, localisation_correct, precompute_saliency,
                                    threshold_box)
-
-from state_helpers import assert_same_state, model_state
+from deepinside.localisation import SegmentParams
 
 
 # -- IoU ------------------------------------------------------------------------------------------
@@ -206,3 +208,63 @@ def test_compare_methods_and_table(clf, tiny):
     lines = table.splitlines()
     assert lines[0] == "| method | top-1 loc. error | top-5 loc. error |" and len(lines) == 6
     assert lines[4] == "| small centre | 100.0 % | 100.0 % |" and lines[5] == "| paper | - | 46.4 % |"
+
+
+# -- box methods as callables, on a tiny classifier (fast) ------------------------------------------
+
+
+def _tiny_setup():
+    clf = conv_clf(seed=4)
+    ims = [rand_pil(40, 30, seed=s) for s in range(4)]
+    top = [p[0][0] for p in clf.predict(ims, topk=1)]
+    return clf, ims, top
+
+
+def test_a_new_box_method_is_one_function():
+    clf, ims, top = _tiny_setup()
+    gt = [(3, 4, 20, 25)] * len(ims)
+    ds = TinyDataset(ims, top, gt)
+
+    def oracle(guess):                        # knows the answer: every top-1 guess is right
+        assert guess.size == (40, 30)
+        return (3, 4, 20, 25)
+
+    oracle.needs_saliency = False
+    r = di.evaluate_localisation(clf, ds, topk=2, boxes=oracle)
+    assert r["top1_loc_err"] == 0.0 and r["top1_cls_err"] == 0.0 and r["n"] == 4
+    assert di.evaluate_localisation(clf, ds, topk=2, boxes=lambda g: None)["top2_loc_err"] == 1.0
+    whole = di.evaluate_localisation(clf, ds, topk=2, boxes=ev.full_image())
+    assert whole == di.evaluate_localisation(clf, ds, topk=2, method="full_image")
+
+
+def test_box_methods_by_name_keyword_and_object_agree():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
+    cache = precompute_saliency(clf, ds, topk=2)
+    a = di.evaluate_localisation(clf, ds, topk=2, cache=cache, method="threshold", threshold=0.3)
+    b = di.evaluate_localisation(clf, ds, topk=2, cache=cache, boxes=ev.threshold(0.3))
+    assert a == b
+    c = di.evaluate_localisation(clf, ds, topk=2, cache=cache, method="graphcut", pairwise=0.0)
+    d = di.evaluate_localisation(clf, ds, topk=2, cache=cache,
+                                 boxes=ev.graphcut(replace(SegmentParams(), pairwise=0.0)))
+    assert c == d
+    assert ev.box_method("centered_box", center_fraction=0.5) == ev.centred_box(0.5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        ev.box_method("oracle")
+    with pytest.raises(TypeError, match="graphcut"):
+        ev.box_method(method="threshold", pairwise=0)
+    with pytest.raises(ValueError, match="fraction"):
+        ev.centred_box(1.5)
+
+
+def test_one_classification_pass_per_image():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
+    calls = []
+    scores = clf.scores
+    clf.scores = lambda x, batch_size=64: calls.append(len(x)) or scores(x, batch_size)
+    cache = precompute_saliency(clf, ds, topk=2)
+    assert sum(calls) == len(ims)
+    for method in ("graphcut", "threshold", "full_image", "centered_box"):
+        di.evaluate_localisation(clf, ds, topk=2, cache=cache, method=method)
+    assert sum(calls) == len(ims)                     # the methods reuse the cache's top-k

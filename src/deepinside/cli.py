@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .data import IlsvrcDataset, UnreadableImageError, load_image
-from .evaluation import evaluate_localisation, precompute_saliency
+from .evaluation import (centred_box, evaluate_localisation, full_image, graphcut, precompute_saliency,
+                         threshold)
 from .frames import CROPS
 from .localisation import MIN_SIDE, localise_details
 from .models import WeightsUnavailableError, load_classifier
@@ -183,18 +184,17 @@ def _evaluate_table(args, ds: IlsvrcDataset, clf) -> int:
     cache = precompute_saliency(clf, ds, topk=args.topk, crops=args.crops)
     k = args.topk
     rows = [
-        ("GraphCut on saliency (ours)", dict(method="graphcut")),
-        ("saliency > 20 % of max (CAM), smoothed", dict(method="threshold", threshold=0.20, threshold_smooth=0.02)),
-        ("saliency > 15 % of max (Grad-CAM), smoothed", dict(method="threshold", threshold=0.15,
-                                                            threshold_smooth=0.02)),
-        ("centred box, 80 % of each side", dict(method="centered_box")),
-        ("whole image", dict(method="full_image")),
+        ("GraphCut on saliency (ours)", graphcut()),
+        ("saliency > 20 % of max (CAM), smoothed", threshold(0.20, smooth=0.02)),
+        ("saliency > 15 % of max (Grad-CAM), smoothed", threshold(0.15, smooth=0.02)),
+        ("centred box, 80 % of each side", centred_box(0.8)),
+        ("whole image", full_image()),
     ]
     print(f"{len(ds)} images, {args.model}, saliency crops={args.crops}")
     print(f"{'method':46s} {'top-1 loc err':>14s} {f'top-{k} loc err':>14s}")
     res = {}
-    for name, kw in rows:
-        res = evaluate_localisation(clf, ds, topk=k, cache=cache, **kw)
+    for name, boxes in rows:
+        res = evaluate_localisation(clf, ds, topk=k, cache=cache, boxes=boxes)
         print(f"{name:46s} {100 * res['top1_loc_err']:13.1f}% {100 * res[f'top{k}_loc_err']:13.1f}%", flush=True)
     print(f"{'classification error':46s} {100 * res['top1_cls_err']:13.1f}% {100 * res[f'top{k}_cls_err']:13.1f}%")
     return 0

@@ -21,8 +21,8 @@ connected component of the saliency map above a fraction of its maximum, as CAM 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,17 +31,15 @@ from PIL import Image
 from ._progress import progress
 from .data import load_image
 from .frames import Crops, check_crops, frame_box, map_to_image
-from .localisation import bounding_box, full_image_input, segment, smooth_saliency
+from .localisation import SegmentParams, bounding_box, full_image_input, segment, smooth_saliency
 from .saliency_maps import saliency
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
-           "evaluate_classification", "threshold_box", "centered_box", "compare_methods", "results_markdown",
-           "METHODS"]
+           "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods",
+           "results_markdown", "METHODS", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
+           "threshold", "full_image", "centred_box"]
 
 Box = tuple[float, float, float, float]
-METHODS = ("graphcut", "full_image", "centered_box", "threshold")
-
-
 def _check_box(box: object, name: str) -> tuple[float, float, float, float]:
     try:
         x0, y0, x1, y1 = (float(v) for v in box)  # type: ignore[union-attr]
@@ -114,6 +112,150 @@ def threshold_box(saliency: np.ndarray, fraction: float = 0.2, smooth: float = 0
     if not np.isfinite(top) or top <= 0:
         return None
     return bounding_box(s >= fraction * top)
+
+
+# -- box methods: one small callable each ---------------------------------------------------------
+
+
+class Guess:
+    """What a box method may look at for one (image, class) guess; the map and the image are
+    computed on first use only (the whole-image and centred baselines need neither).
+
+    Attributes:
+        size: ``(W, H)`` of the original image.
+        frame: ``(x0, y0, x1, y1)``: where the saliency map's frame lies in it.
+    """
+
+    def __init__(self, size: tuple[int, int], frame: Box, saliency: Callable[[], np.ndarray | None],
+                 image: Callable[[], Image.Image]) -> None:
+        self.size, self.frame = size, frame
+        self._saliency, self._image = saliency, image
+
+    @property
+    def saliency(self) -> np.ndarray:
+        """``(H, W)`` float32 map of the guessed class on the original pixels (0 outside the frame)."""
+        m = self._saliency()
+        if m is None:
+            raise ValueError("the saliency cache holds no map for this guess")
+        return m
+
+    @property
+    def image(self) -> Image.Image:
+        return self._image()
+
+
+#: A box method: ``fn(guess) -> (x0, y0, x1, y1)`` in original pixels, or None (no box).
+#: ``fn.needs_saliency`` (default True) says whether it reads ``guess.saliency``.
+BoxMethod = Callable[[Guess], Box | None]
+
+
+@dataclass(frozen=True)
+class graphcut:
+    """The paper's boxes (Sect. 3.2): the bounding box of :func:`~deepinside.segment`'s mask.
+
+    Attributes:
+        params: the segmentation's :class:`~deepinside.localisation.SegmentParams`.
+        frame_only: take the seed quantiles inside the map's frame only (``segment(valid=...)``)
+            instead of letting the margins the network never saw be background.
+    """
+
+    params: SegmentParams = field(default_factory=SegmentParams)
+    frame_only: bool = False
+    needs_saliency: ClassVar[bool] = True
+
+    def __call__(self, g: Guess) -> Box | None:
+        m = g.saliency
+        valid = None
+        if self.frame_only:
+            valid = np.zeros(m.shape, bool)
+            x0, y0, x1, y1 = g.frame
+            valid[y0:y1, x0:x1] = True
+        return bounding_box(segment(g.image, m, self.params, valid=valid))
+
+
+@dataclass(frozen=True)
+class threshold:
+    """CAM / Grad-CAM boxes: :func:`threshold_box` at ``fraction`` of the map's maximum."""
+
+    fraction: float = 0.2
+    smooth: float = 0.0
+    needs_saliency: ClassVar[bool] = True
+
+    def __call__(self, g: Guess) -> Box | None:
+        return threshold_box(g.saliency, self.fraction, self.smooth)
+
+
+@dataclass(frozen=True)
+class full_image:
+    """Baseline: the whole image."""
+
+    needs_saliency: ClassVar[bool] = False
+
+    def __call__(self, g: Guess) -> Box | None:
+        return (0, 0, *g.size)
+
+
+@dataclass(frozen=True)
+class centred_box:
+    """Baseline: :func:`centered_box`, ``fraction`` of each side, centred."""
+
+    fraction: float = 0.8
+    needs_saliency: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+
+    def __call__(self, g: Guess) -> Box | None:
+        return centered_box(*g.size, self.fraction)
+
+
+#: Box methods by name (``boxes="threshold"`` etc. take their defaults).
+BOX_METHODS: dict[str, Callable[[], BoxMethod]] = {
+    "graphcut": graphcut, "threshold": threshold, "full_image": full_image,
+    "centred_box": centred_box, "centered_box": centred_box,
+}
+METHODS = ("graphcut", "full_image", "centered_box", "threshold")
+
+
+def _needs_saliency(method: BoxMethod) -> bool:
+    return bool(getattr(method, "needs_saliency", True))
+
+
+def box_method(boxes: str | BoxMethod | None = None, method: str | None = None,
+               center_fraction: float = 0.8, threshold: float = 0.2,
+               threshold_smooth: float = 0.0, frame_only: bool = False,
+               **segment_kwargs: object) -> BoxMethod:
+    """A box method from a name or callable (``boxes``), or from the keyword form
+    ``method="threshold", threshold=0.15`` (as chapter 3 and the CLI write ablation rows)."""
+    if boxes is not None and method is not None:
+        raise ValueError("give boxes= or method=, not both")
+    if boxes is not None and not isinstance(boxes, str):
+        if not callable(boxes):
+            raise TypeError(f"boxes must be a name or a callable guess -> box, not {type(boxes).__name__}")
+        return boxes
+    name = boxes if boxes is not None else (method or "graphcut")
+    if name not in BOX_METHODS:
+        raise ValueError(f"method must be one of {tuple(BOX_METHODS)}, got {name!r}")
+    if name == "graphcut":
+        return graphcut(_seg_params(segment_kwargs), frame_only)
+    if segment_kwargs:
+        raise TypeError(f"segment parameters {sorted(segment_kwargs)} apply to method='graphcut' only")
+    if name == "threshold":
+        return _threshold_cls(threshold, threshold_smooth)
+    if name in ("centred_box", "centered_box"):
+        return centred_box(center_fraction)
+    return full_image()
+
+
+_threshold_cls = threshold
+
+
+def _seg_params(kw: dict) -> SegmentParams:
+    if "params" in kw:
+        base = kw.pop("params")
+        return replace(base, **kw) if kw else base
+    return replace(SegmentParams(), **kw) if kw else SegmentParams()
 
 
 # -- saliency of a whole dataset, computed once --------------------------------------------------
@@ -198,10 +340,9 @@ def precompute_saliency(
     for start in range(0, n, chunk):
         items = [dataset[i] for i in range(start, min(n, start + chunk))]
         imgs = [im for im, _ in items]
-        probs = clf.scores(clf.preprocess(imgs), batch_size=batch_size).softmax(1)
-        p, c = probs.topk(topk, dim=1)
-        all_cls[start:start + len(imgs)] = c.cpu().numpy()
-        all_p[start:start + len(imgs)] = p.cpu().numpy()
+        c, p = classify_topk(clf, imgs, topk, batch_size)
+        all_cls[start:start + len(imgs)] = c
+        all_p[start:start + len(imgs)] = p
         pairs = []  # (image index, rank)
         for j, (im, rec) in enumerate(items):
             i = start + j
@@ -232,6 +373,14 @@ def precompute_saliency(
     return cache
 
 
+def classify_topk(clf, images: Sequence[Image.Image], topk: int, batch_size: int = 32
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The one classification pass of the evaluation: top-k classes ``(N, k)`` int64 and their
+    softmax probabilities ``(N, k)`` float32 on the centre crop (the ILSVRC guesses)."""
+    p, c = clf.scores(clf.preprocess(list(images)), batch_size=batch_size).softmax(1).topk(topk, dim=1)
+    return c.cpu().numpy().astype(np.int64), p.cpu().numpy().astype(np.float32)
+
+
 def _unit(m: torch.Tensor) -> np.ndarray:
     a = m.detach().float().cpu().numpy()
     top = float(a.max())
@@ -252,44 +401,43 @@ def evaluate_localisation(
     clf,
     dataset,
     topk: int = 5,
-    method: Literal["graphcut", "full_image", "centered_box", "threshold"] = "graphcut",
+    method: str | None = None,
     crops: Crops = "center",
     cache: SaliencyCache | None = None,
-    center_fraction: float = 0.8,
-    threshold: float = 0.2,
-    threshold_smooth: float = 0.0,
     min_iou: float = 0.5,
-    frame_only: bool = False,
     batch_size: int = 32,
-    **segment_kwargs,
+    *,
+    boxes: str | BoxMethod | None = None,
+    rule: str = "gradient",
+    **method_kwargs,
 ) -> dict[str, float | int]:
     """ILSVRC top-1 / top-k localisation and classification error of one box method.
 
-    The k classes are the classifier's top-k on the centre crop; the boxes come from ``method``:
-
-    - ``"graphcut"``: the paper's method, :func:`~deepinside.localisation.segment` of each
-      class's saliency map (``segment_kwargs`` pass through), then the mask's bounding box;
-    - ``"full_image"``: the whole image;
-    - ``"centered_box"``: :func:`centered_box` with ``center_fraction`` of each side;
-    - ``"threshold"``: :func:`threshold_box`, largest component above ``threshold`` x max of the
-      (optionally ``threshold_smooth``-smoothed) saliency map.
+    The k guesses are the classifier's top-k classes on the centre crop (one classification
+    pass, :func:`classify_topk`, shared with the saliency cache); their boxes come from a box
+    method, a callable ``guess -> box`` (:class:`Guess`): :class:`graphcut` (the paper,
+    Sect. 3.2), :class:`threshold` (CAM / Grad-CAM), :class:`full_image`, :class:`centred_box`, or
+    your own function. Only guesses whose class is a ground-truth class get a box (the ILSVRC
+    rule makes every other guess wrong whatever its box).
 
     Args:
+        boxes: the box method: a callable or a name of :data:`BOX_METHODS` (default graphcut).
+        method, method_kwargs: the keyword form, e.g. ``method="threshold", threshold=0.15,
+            threshold_smooth=0.02`` or ``method="graphcut", pairwise=0, frame_only=True``
+            (:func:`box_method`).
         cache: saliency computed by :func:`precompute_saliency` (its ``crops`` is used); when
-            None it is computed here with ``crops``. Reuse one cache for many methods/settings.
-        frame_only: for ``"graphcut"``, take the seed quantiles inside the saliency's crop frame
-            only (``segment(valid=...)``), instead of letting the unseen margins be background.
+            None it is computed here with ``crops`` and ``rule`` if the method reads maps.
+        min_iou: the ILSVRC overlap threshold (0.5).
 
     Returns:
         ``{"top1_loc_err", "top{k}_loc_err", "top1_cls_err", "top{k}_cls_err", "n"}``: error
         fractions in [0, 1] and the number of images (keys ``top5_*`` for the default k = 5).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    needs_maps = method in ("graphcut", "threshold")
+    fn = box_method(boxes, method, **method_kwargs)
     if cache is None:
-        if needs_maps:
-            cache = precompute_saliency(clf, dataset, topk=topk, crops=crops, batch_size=batch_size)
+        if _needs_saliency(fn):
+            cache = precompute_saliency(clf, dataset, topk=topk, crops=crops, rule=rule,
+                                        batch_size=batch_size)
         else:
             cache = _classify_only(clf, dataset, topk, batch_size)
     if len(cache) != len(dataset):
@@ -299,37 +447,20 @@ def evaluate_localisation(
     n = len(dataset)
     loc1 = loc_k = cls1 = cls_k = 0
     records = getattr(dataset, "records", None)
-    for i in progress(range(n), desc=f"localisation ({method})", unit="img"):
+    name = getattr(fn, "__name__", type(fn).__name__)
+    for i in progress(range(n), desc=f"localisation ({name})", unit="img"):
         rec = records[i] if records is not None else dataset[i][1]
         gt_cls = _gt_classes(clf, rec)
-        W, H = cache.sizes[i]
+        image_once = _Once(lambda i=i, rec=rec: dataset[i][0] if records is None else _load(rec))
         guesses: list[tuple[int, Box | None]] = []
-        image = None
         for r in range(topk):
             c = int(cache.classes[i, r])
             if c not in gt_cls:  # cannot be right: its box does not matter (ILSVRC rule)
                 guesses.append((c, None))
                 continue
-            if method == "full_image":
-                box = (0, 0, W, H)
-            elif method == "centered_box":
-                box = centered_box(W, H, center_fraction)
-            else:
-                m = cache.in_image(i, r)
-                if m is None:
-                    raise ValueError(f"the cache has no saliency map for image {i}, class rank {r}")
-                if method == "threshold":
-                    box = threshold_box(m, threshold, threshold_smooth)
-                else:
-                    if image is None:
-                        image = dataset[i][0] if records is None else _load(rec)
-                    valid = None
-                    if frame_only:
-                        valid = np.zeros(m.shape, bool)
-                        x0, y0, x1, y1 = cache.frames[i]
-                        valid[y0:y1, x0:x1] = True
-                    box = bounding_box(segment(image, m, valid=valid, **segment_kwargs))
-            guesses.append((c, box))
+            frame = cache.frames.get(i, (0, 0, *cache.sizes[i]))
+            g = Guess(cache.sizes[i], frame, lambda i=i, r=r: cache.in_image(i, r), image_once)
+            guesses.append((c, fn(g)))
         gts = list(rec.boxes)
         loc1 += localisation_correct(guesses, gts, gt_cls, k=1, min_iou=min_iou)
         loc_k += localisation_correct(guesses, gts, gt_cls, k=topk, min_iou=min_iou)
@@ -337,6 +468,18 @@ def evaluate_localisation(
         cls_k += any(int(c) in gt_cls for c in cache.classes[i, :topk])
     return {"top1_loc_err": 1 - loc1 / n, f"top{topk}_loc_err": 1 - loc_k / n,
             "top1_cls_err": 1 - cls1 / n, f"top{topk}_cls_err": 1 - cls_k / n, "n": n}
+
+
+class _Once:
+    """A zero-argument function evaluated on the first call only (the image of one record)."""
+
+    def __init__(self, fn: Callable[[], Image.Image]) -> None:
+        self._fn, self._value = fn, None
+
+    def __call__(self) -> Image.Image:
+        if self._value is None:
+            self._value = self._fn()
+        return self._value
 
 
 def _load(rec) -> Image.Image:
@@ -350,9 +493,7 @@ def _classify_only(clf, dataset, topk: int, batch_size: int, chunk: int = 32) ->
     sizes = []
     for start in progress(range(0, n, chunk), desc="classification", unit="chunk"):
         imgs = [dataset[i][0] for i in range(start, min(n, start + chunk))]
-        p, c = clf.scores(clf.preprocess(imgs), batch_size=batch_size).softmax(1).topk(topk, dim=1)
-        cls[start:start + len(imgs)] = c.cpu().numpy()
-        prob[start:start + len(imgs)] = p.cpu().numpy()
+        cls[start:start + len(imgs)], prob[start:start + len(imgs)] = classify_topk(clf, imgs, topk, batch_size)
         sizes += [im.size for im in imgs]
     return SaliencyCache("none", cls, prob, sizes)
 
