@@ -10,6 +10,7 @@ localisation annotations (PASCAL-VOC style XML, one ``<object>`` per ground-trut
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import threading
@@ -21,6 +22,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .models import imagenet_labels
 
 __all__ = ["load_image", "UnreadableImageError", "to_rgb", "sample_images", "SAMPLE_IMAGES", "IlsvrcDataset", "IlsvrcRecord",
            "default_ilsvrc_root"]
@@ -148,8 +151,6 @@ SAMPLE_IMAGES: dict[str, tuple[str, str]] = {
 
 
 def _package_file(package: str, rel: str) -> Path:
-    import importlib.util
-
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(f"package {package!r} is not installed (needed for its sample photograph {rel})")
@@ -267,8 +268,6 @@ class IlsvrcDataset:
     """
 
     def __init__(self, root: str | os.PathLike, limit: int | None = None) -> None:
-        from .models import imagenet_labels
-
         self.root = Path(root)
         img_dir, ann_dir = self.root / "images", self.root / "annotations"
         if not self.root.is_dir():

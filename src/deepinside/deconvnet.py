@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backprop import RULES, backward_rule
+
 __all__ = ["PaperConvNet", "paper_convnet", "deconvnet_reconstruct", "layer_activity",
            "flipped_kernel_conv", "unpool_with_switches", "record_forward", "RELU_RULES",
            "without_rectifiers", "check_conv_identity", "check_unpool_identity", "check_deconvnet_identity"]
@@ -467,8 +469,6 @@ def check_deconvnet_identity(net: nn.Sequential, x: torch.Tensor, layer: str, un
     - ``"deconvnet_vs_gradient"``: the DeconvNet vs. the true gradient (large: the RELU rule);
     - ``"bare_deconvnet_vs_gradient"``: the same on :func:`without_rectifiers` (net) (~0).
     """
-    from .backprop import RULES, backward_rule
-
     def autograd(network: nn.Sequential, rule: str) -> torch.Tensor:
         xx = x.detach().clone().requires_grad_(True)
         with torch.enable_grad(), backward_rule(network, rule):

@@ -18,7 +18,11 @@ that preprocessing together so that no caller can pair them wrongly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
+import importlib
 import os
+import random
 import socket
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -28,6 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ._progress import progress
 from .frames import center_crop_box
 
 __all__ = [
@@ -163,8 +168,6 @@ class Classifier:
     def with_preprocessing(self, **changes) -> "Classifier":
         """The same network with other preprocessing constants (``mean``, ``std``,
         ``crop_fraction``, ``interpolation``, ``input_size``): for measuring what they cost."""
-        import dataclasses
-
         return dataclasses.replace(self, **changes)
 
     # -- inference ------------------------------------------------------------------------
@@ -236,8 +239,6 @@ def accuracy(
     Returns ``{"top1": ..., "top5": ..., "n": N}`` (fractions in [0, 1]); the ILSVRC error is
     ``1 - accuracy``.
     """
-    from ._progress import progress
-
     labels_t = torch.as_tensor(list(labels), dtype=torch.long)
     if len(labels_t) != len(images):
         raise ValueError(f"got {len(images)} images but {len(labels_t)} labels")
@@ -267,8 +268,6 @@ _SYNONYMS: list[set[str]] | None = None
 
 
 def _close_names(key: str, names: Sequence[str]) -> list[str]:
-    import difflib
-
     return difflib.get_close_matches(key, [n.lower() for n in names], n=5)
 
 
@@ -322,9 +321,7 @@ _LITE = {  # name -> (wheel module, wheel class, timm architecture, input size)
 
 
 def _lite_net(name: str) -> nn.Module:
-    import importlib
-
-    import timm
+    import timm  # lazy, as torchvision/huggingface_hub below: ~2 s, only to build a network
 
     module, cls, arch, _ = _LITE[name]
     try:
@@ -471,8 +468,6 @@ def load_classifier(
 
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a ``torch.Generator`` seeded with ``seed``."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
