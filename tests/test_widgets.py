@@ -64,6 +64,7 @@ def test_explorer_reacts_to_every_control(clf, one_thread):
     app = widgets.explorer(clf, {"a": rand_pil(24, 24), "b": rand_pil(28, 20, 1)})
     top1 = int(clf.scores(clf.preprocess([rand_pil(24, 24)])).argmax())
     assert app.result.class_index == top1 and app.result.method == "gradient"
+    assert app.view.value[:4] == b"\x89PNG" and app.message == ""
     app.cls.value = "class3"
     assert app.result.class_index == 3
     app.cls.value = "cla"                        # still typing: nothing recomputed

@@ -179,9 +179,12 @@ class Explorer:
         self.crops = w.ToggleButtons(options=[(v, k) for k, v in CROPS.items()], value=crops)
         self.method = w.Dropdown(options=[(v, k) for k, v in METHODS.items()], value=method,
                                  description="method", layout=w.Layout(width="24em"))
-        self.out = w.Output()
+        # the figure as a PNG image widget and a one-line note: no Output widget, whose captured
+        # displays some headless executors (nbclient under jupyter-cache) handle badly
+        self.view = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.note = w.HTML()
         self.widget = w.VBox([w.HBox([self.pick, self.upload]), w.HBox([self.cls, self.crops]),
-                              self.method, self.out])
+                              self.method, self.note, self.view])
         for control in (self.pick, self.cls, self.crops, self.method):
             control.observe(self.update, "value")
         self.upload.observe(self._on_upload, "value")
@@ -197,15 +200,14 @@ class Explorer:
         display(self.widget)
 
     def _say(self, text: str) -> None:
+        import html
+
         self.message = text
-        with self.out:
-            self.out.clear_output(wait=True)
-            print(text)
+        self.note.value = f"<i>{html.escape(text)}</i>"
 
     def update(self, *_) -> ExploreResult | None:
         """Recompute for the controls' current values and draw the figure."""
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         key, text = self.pick.value, self.cls.value.strip()
         if text and text not in self.options:
@@ -215,12 +217,12 @@ class Explorer:
             return None
         self.result = explore(self.clf, self.pool[key], self.method.value,
                               self.options[text] if text else None, self.crops.value)
-        self.message = ""
+        self._say("")
         fig = explore_figure(self.result, name=key)
-        with self.out:
-            self.out.clear_output(wait=True)
-            display(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
         plt.close(fig)
+        self.view.value = buf.getvalue()
         return self.result
 
     def figure(self, name: str | None = None):
