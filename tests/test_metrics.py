@@ -191,3 +191,6 @@ def test_evaluate_maps_and_table():
     assert res["random"]["pointing"] is None
     table = dm.summary_markdown(res)
     assert table.count("\n") == 4 and "| gradient |" in table
+    pm = dm.pointing_markdown({m: res[m]["pointing"] for m in ("gradient", "centre")},
+                              {"all": slice(None), "first two": slice(0, 2)})
+    assert "| all | 5 |" in pm and "| first two | 2 |" in pm

@@ -43,7 +43,8 @@ from .models import Classifier, frozen
 
 __all__ = ["pointing_game", "pointing_hits", "centre_point", "deletion_insertion", "baseline_maps",
            "randomisation_test", "randomisation_blocks", "RandomisationResult", "map_similarity",
-           "SIMILARITIES", "BASELINES", "evaluate_maps", "summary_markdown", "cached", "sem"]
+           "SIMILARITIES", "BASELINES", "evaluate_maps", "summary_markdown", "cached", "sem",
+           "spaced_items", "unlabelled_items", "dataset_key", "pointing_markdown", "curves_figure", "randomisation_figure", "similarity_figure"]
 
 #: Orders that are not saliency methods: the baselines of the pointing game and deletion/insertion.
 BASELINES = ("centre", "random")
@@ -151,7 +152,9 @@ def pointing_game(
     Returns:
         ``{"accuracy": mean over images, "class_accuracy": mean over classes of the per-class
         accuracy, "n": images, "classes": number of classes, "accuracy_sem": its standard error,
-        "hits": (N,) bool, "labels": (N,), "points": (N, 2) (x, y)}``.
+        "hits": (N,) bool, "labels": (N,), "points": (N, 2) (x, y), "box_area": (N,) share of
+        the image inside the class's boxes}`` (Zhang et al.'s "difficult" images are those whose
+        boxes cover less than a quarter of the image).
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
@@ -182,9 +185,10 @@ def pointing_game(
                          tolerance)
     labels = np.array([r.label for _, r in items])
     per_class = [hits[labels == c].mean() for c in np.unique(labels)]
+    area = np.array([_box_mask(_class_boxes(r), im.size[1], im.size[0]).mean() for im, r in items])
     return {"accuracy": float(hits.mean()), "class_accuracy": float(np.mean(per_class)), "n": n,
             "classes": len(per_class), "accuracy_sem": sem(hits.astype(float)), "hits": hits,
-            "labels": labels, "points": points}
+            "labels": labels, "points": points, "box_area": area}
 
 
 # -- deletion and insertion --------------------------------------------------------------------------
@@ -548,26 +552,30 @@ def randomisation_test(
 def cached(name: str, key: Any, compute: Callable[[], Any], cache_dir: str | Path | None = None) -> Any:
     """``compute()``, stored under ``cache_dir/name-<hash of key>.pkl`` and reused when present.
 
-    The key should hold everything the result depends on (model, data, parameters); the sources
-    of :mod:`deepinside.maps` and this module are added to it, so a code change recomputes.
-    ``cache_dir`` None: no caching.
+    The key should hold everything the result depends on (model, data, parameters); the package
+    version and :data:`CACHE_VERSION` are added to it. ``cache_dir`` None: no caching.
     """
     if cache_dir is None:
         return compute()
-    here = Path(__file__).parent
-    src = b"".join((here / f).read_bytes() for f in ("maps.py", "metrics.py"))
-    digest = hashlib.sha256(repr(key).encode() + src).hexdigest()[:16]
+    from . import __version__
+
+    digest = hashlib.sha256(repr((key, __version__, CACHE_VERSION)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{name}-{digest}.pkl"
     if path.exists():
         with open(path, "rb") as f:
             return pickle.load(f)
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{id(value)}.tmp")
     with open(tmp, "wb") as f:
         pickle.dump(value, f)
     tmp.replace(path)
     return value
+
+
+#: Version of the computations behind :func:`cached` results: bump it when a change of the code
+#: changes what the chapter's cached calls return (the key holds model, data and parameters).
+CACHE_VERSION = "6.1"
 
 
 def evaluate_maps(
@@ -642,5 +650,132 @@ def summary_markdown(results: dict[str, dict[str, Any]],
         if randomisation:
             rr = randomisation.get(m)
             cells.append(f"{rr['spearman_abs'][-1][1]:.2f} ± {rr.sem('spearman_abs')[-1]:.2f}" if rr else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spaced_items(datasets: Sequence[Any], n_each: int) -> list[tuple[Image.Image, Any]]:
+    """``n_each`` (image, record) pairs from each dataset, evenly spaced over it (its first and
+    last included), loaded once, interleaved (first of each dataset, second of each, ...), so
+    that any prefix holds the datasets in equal parts."""
+    picks = []
+    for ds in datasets:
+        idx = np.unique(np.linspace(0, len(ds) - 1, min(n_each, len(ds))).round().astype(int))
+        picks.append([ds[int(i)] for i in idx])
+    return [p[k] for k in range(max(map(len, picks), default=0)) for p in picks if k < len(p)]
+
+
+def unlabelled_items(clf: Classifier, images: Iterable[Image.Image]) -> list[tuple[Image.Image, Any]]:
+    """Images without annotations as (image, record) pairs: the label is the top-1 class and the
+    "box" the whole image (so the pointing game is trivial on them: only the other tests mean
+    anything). For running the chapter without ILSVRC data."""
+    from types import SimpleNamespace
+
+    images = list(images)
+    top = clf.scores(clf.preprocess(images)).argmax(1).tolist()
+    return [(im, SimpleNamespace(boxes=((0, 0, *im.size),), label=c, wnid=clf.wnids[c],
+                                 box_wnids=(clf.wnids[c],), image_path=f"photo-{k}"))
+            for k, (im, c) in enumerate(zip(images, top))]
+
+
+def dataset_key(items: Sequence[tuple[Image.Image, Any]]) -> list[str]:
+    """What identifies a list of (image, record) pairs in a cache key: file names and sizes."""
+    return [f"{Path(str(getattr(r, 'image_path', ''))).name}:{im.size}" for im, r in items]
+
+
+# -- figures (matplotlib imported here only) ------------------------------------------------------
+
+
+def curves_figure(results: dict[str, dict[str, Any]], names: dict[str, str] | None = None):
+    """Mean deletion and insertion curves of each method (Petsiuk et al. 2018, Fig. 4 layout):
+    probability of the class against the fraction of pixels removed / inserted; AUC in the
+    legend. Baselines dashed."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for m, r in results.items():
+        d = r["deletion"]
+        for ax, k in zip(axes, ("deletion", "insertion")):
+            ax.plot(d["fraction"], d[k + "_curve"].mean(0), ls="--" if m in BASELINES else "-",
+                    label=f"{(names or {}).get(m, m)} ({d[k]:.3f})")
+    for ax, k in zip(axes, ("deletion", "insertion")):
+        ax.set_title(f"{k} (AUC in brackets)")
+        ax.set_xlabel(f"fraction of pixels {'removed' if k == 'deletion' else 'inserted'}")
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("probability of the class")
+    fig.tight_layout()
+    return fig
+
+
+def _display_map(m: torch.Tensor) -> np.ndarray:
+    return _unit_range(m.float().cpu().numpy())
+
+
+def randomisation_figure(clf: Classifier, x: torch.Tensor, results: dict[str, RandomisationResult],
+                         image: int = 0, names: dict[str, str] | None = None, size: float = 1.05):
+    """Adebayo et al. (2018), Fig. 2 layout: rows are methods, columns the original map and the
+    maps after cascading randomisation down to each block (absolute values, each scaled by its
+    99th percentile). The image is in the first column of the first row."""
+    import matplotlib.pyplot as plt
+
+    methods = list(results)
+    blocks = ["original"] + list(results[methods[0]].blocks)
+    fig, axes = plt.subplots(len(methods), len(blocks) + 1,
+                             figsize=(size * (len(blocks) + 1), size * len(methods)), squeeze=False)
+    img = clf.denormalize(x[image:image + 1])[0].permute(1, 2, 0).cpu().numpy()
+    for r, m in enumerate(methods):
+        axes[r, 0].imshow(img if r == 0 else np.ones_like(img))
+        axes[r, 0].set_ylabel((names or {}).get(m, m), fontsize=7)
+        for c in range(len(blocks)):
+            axes[r, c + 1].imshow(_display_map(results[m].maps[c, image]), cmap="gray", vmin=0, vmax=1)
+            if r == 0:
+                axes[r, c + 1].set_title(blocks[c].replace("+", "+\n"), fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+    fig.subplots_adjust(wspace=0.03, hspace=0.03)
+    return fig
+
+
+def similarity_figure(results: dict[str, RandomisationResult], names: dict[str, str] | None = None):
+    """Adebayo et al. (2018), Fig. 4 layout: mean similarity to the original map (one panel per
+    measure) against the blocks randomised so far, one line per method, error bars one
+    standard error over images."""
+    import matplotlib.pyplot as plt
+
+    metrics_ = list(next(iter(results.values())))
+    fig, axes = plt.subplots(1, len(metrics_), figsize=(3.2 * len(metrics_), 3.2), sharey=True)
+    for ax, k in zip(np.atleast_1d(axes), metrics_):
+        for m, r in results.items():
+            ys = [1.0] + [v for _, v in r[k]]
+            es = [0.0] + r.sem(k)
+            ax.errorbar(range(len(ys)), ys, yerr=es, label=(names or {}).get(m, m), capsize=2)
+        blocks = ["original"] + list(next(iter(results.values())).blocks)
+        ax.set_xticks(range(len(blocks)), blocks, rotation=90, fontsize=6)
+        ax.set_title(k)
+        ax.axhline(0, color="k", lw=0.5)
+    np.atleast_1d(axes)[0].set_ylabel("similarity to the original map")
+    np.atleast_1d(axes)[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def pointing_markdown(results: dict[str, dict[str, Any]], subsets: dict[str, Any],
+                      names: dict[str, str] | None = None,
+                      paired: tuple[str, str] = ("gradient", "centre")) -> str:
+    """Pointing accuracy (%, ± standard error over images) of each method on subsets of the
+    images (``{label: index or boolean mask into the hits}``), and the paired difference of two
+    methods on the same images (± its standard error)."""
+    methods = list(results)
+    a, b = paired
+    head = ["images", "n"] + [(names or {}).get(m, m) for m in methods] + [f"{a} − {b} (paired)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, sel in subsets.items():
+        hits = {m: np.asarray(results[m]["hits"])[sel].astype(float) for m in methods}
+        d = hits[a] - hits[b]
+        cells = [label, str(len(d))] + [f"{100 * h.mean():.1f} ± {100 * sem(h):.1f}" for h in hits.values()]
+        cells.append(f"{100 * d.mean():+.1f} ± {100 * sem(d):.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
