@@ -33,7 +33,8 @@ from .occlusion import _as_batch, _device_of, _net_of, resolve_layer
 
 __all__ = ["TopActivations", "top_activations", "receptive_field", "project", "aligned_projections",
            "mean_pairwise_correlation", "first_layer_filters", "filter_stats", "ilsvrc_roots",
-           "ImageList"]
+           "ImageList", "activations", "Top9Panels", "top9_panels", "cached_top_activations",
+           "default_cache_dir", "book_images", "layer_table"]
 
 
 class _StopForward(Exception):
@@ -392,6 +393,16 @@ def _trace(lin: nn.Module, layer: str, module: nn.Module, size: tuple[int, int, 
         return grad.abs().amax(1) > 0                          # (G, H, W)
 
     res = {a: torch.zeros(len(units), 2, dtype=torch.long) for a in axes}
+    full = {0: hh, 1: ww}
+    ends = supports([[0], [len(units) - 1]])
+    spans = [(_runs(ends[0].any(1 - a)), _runs(ends[1].any(1 - a)), full[a]) for a in axes]
+    if all(r0 and r1 and r0[0][0] == 0 and r0[-1][1] == f and r1[0][0] == 0 and r1[-1][1] == f
+           for r0, r1, f in spans):
+        # extents grow with the position: when the first and the last unit both span the whole
+        # input, so does every unit in between (one backward pass instead of one per group)
+        for a in axes:
+            res[a][:, 1] = full[a]
+        return res
     mid = len(units) // 2
     sup = supports([[mid]])[0]
     mid_runs = [_runs(sup.any(1 - a)) for a in axes]
@@ -635,3 +646,169 @@ def filter_stats(w: torch.Tensor, dead: float = 0.1) -> dict[str, Any]:
     return {"norms": norms, "max_over_median": float(norms.max() / med),
             "dead_share": float((norms < dead * med).float().mean()),
             "share_visible_global": float((peak >= 0.1 * peak.max()).float().mean())}
+
+
+# -- helpers of the chapter's figures and measurements -------------------------------------------
+
+
+def activations(clf: Any, images: Any, layer: str, batch_size: int = 32) -> torch.Tensor:
+    """The feature maps of ``layer`` for some images: ``(N, C, h, w)`` (the network stops there)."""
+    from .models import frozen
+
+    net = _net_of(clf)
+    module = resolve_layer(net, layer)
+    outs = []
+    with frozen(net), torch.inference_mode():
+        for x in _batches(clf, images, batch_size):
+            outs.append(_forward_to(net, x.to(_device_of(clf)), {layer: module})[layer].float().cpu())
+    return torch.cat(outs)
+
+
+def _image_of(data: Any, i: int) -> Image.Image:
+    return _pil(data[i])
+
+
+@dataclass
+class Top9Panels:
+    """Zeiler & Fergus Fig. 2 for some units of one layer.
+
+    Attributes:
+        layer: module name; units: the channels shown, in order.
+        patches: ``(U, k, 3, s, s)`` in [0, 1]: each top image's receptive-field patch, resized
+            to ``s x s``.
+        projections: ``{rule: (U, k, 3, s, s)}`` the signed projections over the same boxes.
+        correlation: ``{rule: (U,)}`` mean pairwise correlation of a unit's k projections, aligned
+            on the unit's location (:func:`aligned_projections`): 1 = the same picture whatever
+            the image.
+        boxes: ``(U, k, 4)`` the receptive-field boxes (network-input pixels).
+    """
+
+    layer: str
+    units: list[int]
+    patches: torch.Tensor
+    projections: dict[str, torch.Tensor]
+    correlation: dict[str, torch.Tensor]
+    boxes: torch.Tensor
+
+
+def top9_panels(clf: Any, data: Any, top: TopActivations, units: Sequence[int],
+                rules: Sequence[str] = ("deconvnet", "guided"), size: int = 48) -> Top9Panels:
+    """Projections and image patches of the top images of ``units`` (Zeiler & Fergus Fig. 2).
+
+    ``data`` is what ``top`` scanned (indexable: a tensor, a list of PIL images or a dataset).
+    Each activation is projected with every rule of ``rules`` (:func:`project`); projection and
+    patch are cut to the unit's receptive field (:func:`receptive_field`) and resized to ``size``.
+    """
+    import torch.nn.functional as F
+
+    rows = [top.row(u) for u in units]
+    idx = top.image_index[rows]                                # (U, k)
+    pos = top.position[rows]                                   # (U, k, 2)
+    u_n, k = idx.shape
+    flat_idx = idx.flatten().tolist()
+    if isinstance(data, torch.Tensor):
+        x = data[flat_idx]
+    else:
+        x = clf.preprocess([_image_of(data, i) for i in flat_idx])
+    unit_of = torch.tensor(units).repeat_interleave(k)
+    yx = pos.reshape(-1, 2)
+    boxes = receptive_field(clf, top.layer, yx[:, 0], yx[:, 1])
+    h, w = top.map_size
+    hh, ww = x.shape[-2:]
+    centres = (yx.double() + 0.5) * torch.tensor([hh / h, ww / w], dtype=torch.float64)
+    span = int(max((boxes[:, 2] - boxes[:, 0]).max(), (boxes[:, 3] - boxes[:, 1]).max()))
+
+    def crops(t: torch.Tensor) -> torch.Tensor:
+        out = [F.interpolate(t[i:i + 1, :, b[1]:b[3], b[0]:b[2]], size=(size, size), mode="bilinear",
+                             align_corners=False) for i, b in enumerate(boxes.tolist())]
+        return torch.cat(out).reshape(u_n, k, t.shape[1], size, size)
+
+    images01 = clf.denormalize(x).cpu() if hasattr(clf, "denormalize") else x.cpu()
+    projections, corr = {}, {}
+    for rule in rules:
+        p = project(clf, x, top.layer, unit_of, yx, rule=rule).cpu()
+        projections[rule] = crops(p)
+        al = aligned_projections(p, centres, min(span, max(hh, ww))).reshape(u_n, k, -1)
+        corr[rule] = torch.tensor([mean_pairwise_correlation(al[j]) for j in range(u_n)])
+    return Top9Panels(layer=top.layer, units=list(units), patches=crops(images01), projections=projections,
+                      correlation=corr, boxes=boxes.reshape(u_n, k, 4))
+
+
+def default_cache_dir() -> Path:
+    """``_build/cache`` of the book (the first folder upwards holding ``_toc.yml``), else of the
+    current folder."""
+    here = Path.cwd().resolve()
+    for d in [here, *here.parents]:
+        if (d / "_toc.yml").is_file():
+            return d / "_build" / "cache"
+    return here / "_build" / "cache"
+
+
+def _model_key(clf: Any) -> str:
+    net = _net_of(clf)
+    p = next(net.parameters(), None)
+    check = f"{float(p.detach().double().sum()):.10e}" if p is not None else "none"
+    return f"{getattr(clf, 'name', type(net).__name__)}:{getattr(clf, 'input_size', '')}:{check}"
+
+
+def cached_top_activations(clf: Any, data: Any, layers: Sequence[str], data_key: str,
+                           units: dict[str, Sequence[int] | None] | None = None, k: int = 9,
+                           batch_size: int = 32, cache_dir: str | Path | None = None,
+                           show_progress: bool = True) -> dict[str, TopActivations]:
+    """:func:`top_activations` over several layers, saved under ``cache_dir`` (default
+    :func:`default_cache_dir`) keyed by the model (name, input size, a checksum of its first
+    weights), the layers, units, ``k`` and ``data_key`` (e.g. :meth:`ImageList.key`); a second
+    call with the same key loads the result instead of scanning again."""
+    import hashlib
+
+    key = repr((_model_key(clf), list(layers), units, k, data_key))
+    name = "top_activations-" + hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt"
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    f = path / name
+    if f.is_file():
+        try:
+            saved = torch.load(f, weights_only=True)
+            if saved.get("key") == key:
+                return {n: TopActivations(**{**d, "map_size": tuple(d["map_size"])})
+                        for n, d in saved["layers"].items()}
+        except Exception:  # a stale or truncated cache file is recomputed
+            pass
+    res = top_activations(clf, data, list(layers), units=units, k=k, batch_size=batch_size,
+                          show_progress=show_progress)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp")
+    torch.save({"key": key, "layers": {n: dict(vars(t)) for n, t in res.items()}}, tmp)
+    tmp.replace(f)
+    return res
+
+
+def book_images(seed: int = 0) -> tuple[ImageList, str, bool]:
+    """The images the chapter scans: both ILSVRC sample folders when present (with boxes), else
+    the offline photographs and their mirror images. Returns ``(data, description, has_boxes)``."""
+    from PIL import ImageOps
+
+    from .data import IlsvrcDataset, sample_images
+
+    roots = ilsvrc_roots()
+    if roots:
+        parts = [IlsvrcDataset(r) for r in roots]
+        n = sum(len(p) for p in parts)
+        return ImageList(parts), f"{n} ILSVRC-2012 validation images ({', '.join(r.name for r in roots)})", True
+    photos = list(sample_images().values())
+    imgs = photos + [ImageOps.mirror(p) for p in photos]
+    return ImageList([imgs]), f"the {len(photos)} offline photographs and their mirror images", False
+
+
+def layer_table(clf: Any, layers: Sequence[str]) -> list[dict[str, Any]]:
+    """Shape and receptive field of some layers: ``[{layer, channels, map, rf, stride}]``, the
+    receptive field being that of the central unit (pixels, clipped to the input)."""
+    size = getattr(clf, "input_size", 224)
+    x = torch.zeros(1, 3, size, size, device=_device_of(clf))
+    rows = []
+    for name in layers:
+        a = activations(clf, x, name)
+        _, c, h, w = a.shape
+        x0, y0, x1, y1 = receptive_field(clf, name, h // 2, w // 2)
+        rows.append({"layer": name, "channels": c, "map": f"{h}x{w}", "rf": f"{y1 - y0}x{x1 - x0}",
+                     "stride": size // h})
+    return rows

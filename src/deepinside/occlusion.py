@@ -38,7 +38,9 @@ from torch import nn
 from ._progress import progress
 
 __all__ = ["occlusion", "OcclusionResult", "occlusion_grid", "window_boxes", "resolve_layer",
-           "box_to_input", "inside_box_share", "DEFAULT_WINDOW", "DEFAULT_STRIDE"]
+           "box_to_input", "inside_box_share", "object_vs_background", "own_field_effect",
+           "occlusion_study", "OcclusionStudy",
+           "DEFAULT_WINDOW", "DEFAULT_STRIDE"]
 
 #: Default occluder side (network-input pixels). Zeiler & Fergus do not state theirs; their
 #: Fig. 7 square covers an object part (a dog's face). 48 px is 3/14 of a 224 input: about the
@@ -438,3 +440,107 @@ def inside_box_share(boxes: torch.Tensor, object_boxes: Sequence[Sequence[float]
     ii = F.pad(ii, (1, 0, 1, 0))                                   # integral image, (H+1, W+1)
     inside = ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
     return (inside / ((y1 - y0) * (x1 - x0))).float()
+
+
+def _paired_difference(drop: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image: mean of ``drop`` over positions ``a`` minus its mean over positions ``b``
+    (``(N, Py, Px)`` each); images lacking either kind of position are left out."""
+    keep = a.flatten(1).any(1) & b.flatten(1).any(1)
+    d, a, b = drop[keep].flatten(1), a[keep].flatten(1).double(), b[keep].flatten(1).double()
+    return (d * a).sum(1) / a.sum(1) - (d * b).sum(1) / b.sum(1)
+
+
+def object_vs_background(res: OcclusionResult, object_boxes: Sequence[Sequence[Sequence[float]]],
+                         of: str = "prob", inside: float = 0.9, outside: float = 0.1) -> torch.Tensor:
+    """Zeiler & Fergus Sect. 4.2 over many images: does covering the object hurt more than covering
+    the background?
+
+    For each image, the mean drop ``base - occluded`` of ``of`` (``"prob"``: the correct class's
+    probability when ``target`` is the true label) over the occluder positions lying at least
+    ``inside`` within the object boxes, minus the mean drop over the positions at most
+    ``outside`` within them. ``object_boxes[n]``: image ``n``'s boxes in network-input pixels
+    (:func:`box_to_input`). Returns the per-image differences ``(M,)`` (float64), for the M images
+    that have both kinds of positions; positive = the object matters more.
+    """
+    if len(object_boxes) != res.score.shape[0]:
+        raise ValueError(f"{len(object_boxes)} box lists for {res.score.shape[0]} images")
+    occluded, base = {"prob": (res.prob, res.base_prob), "score": (res.score, res.base_score)}[of]
+    drop = base.double()[:, None, None] - occluded.double()
+    share = torch.stack([inside_box_share(res.boxes(), b) for b in object_boxes])
+    return _paired_difference(drop, share >= inside, share <= outside)
+
+
+def own_field_effect(res: OcclusionResult, cells: torch.Tensor) -> torch.Tensor:
+    """Does the followed feature map's activity drop most when its own strongest location is covered?
+
+    ``cells``: ``(N, 4)`` boxes ``(x0, y0, x1, y1)`` (network-input pixels) of the map cell where
+    the unit peaks in each unoccluded image. Per image: the mean relative activity drop
+    ``(base - occluded) / base`` over occluder positions that cover the whole cell, minus the mean
+    over positions that do not touch it. Returns ``(M,)`` float64; positive = covering its own
+    location hurts the feature more.
+    """
+    if res.activity is None:
+        raise ValueError("no layer activity was measured: call occlusion(..., layer=...)")
+    b = res.boxes().double()
+    c = cells.double()[:, None, None, :]
+    covers = (b[..., 0] <= c[..., 0]) & (b[..., 1] <= c[..., 1]) & (b[..., 2] >= c[..., 2]) & (b[..., 3] >= c[..., 3])
+    apart = (b[..., 2] <= c[..., 0]) | (b[..., 0] >= c[..., 2]) | (b[..., 3] <= c[..., 1]) | (b[..., 1] >= c[..., 3])
+    base = res.base_activity.double().clamp_min(1e-12)[:, None, None]
+    drop = (base - res.activity.double()) / base
+    return _paired_difference(drop, covers, apart)
+
+
+@dataclass
+class OcclusionStudy:
+    """:func:`occlusion_study`'s per-image paired differences (float64) and their summary.
+
+    Attributes:
+        object_minus_background: ``(M,)`` from :func:`object_vs_background` (empty without boxes).
+        own_minus_elsewhere: ``(M',)`` from :func:`own_field_effect`.
+        result: the :class:`OcclusionResult` they come from.
+    """
+
+    object_minus_background: torch.Tensor
+    own_minus_elsewhere: torch.Tensor
+    result: OcclusionResult
+
+    @staticmethod
+    def summary(d: torch.Tensor) -> tuple[float, float, int]:
+        """``(mean, standard error, n)`` of a vector of per-image differences."""
+        n = len(d)
+        if n < 2:
+            return float("nan"), float("nan"), n
+        return float(d.mean()), float(d.std() / n ** 0.5), n
+
+
+def occlusion_study(clf: Any, images: Sequence[Image.Image], labels: Sequence[int] | None = None,
+                    boxes: Sequence[Sequence[Sequence[float]]] | None = None, layer: str = "bn2",
+                    window: int = 80, stride: int = 48, batch_size: int = 32,
+                    show_progress: bool = True) -> OcclusionStudy:
+    """Zeiler & Fergus's two readings of Fig. 7, measured over many images at once.
+
+    One :func:`occlusion` call (target: the true ``labels``, else each image's top class; the
+    strongest map of ``layer`` followed) gives, per image, (1) how much more the correct class's
+    probability drops when the occluder lies on the object (``boxes``, original pixels) than on
+    the background (:func:`object_vs_background`), and (2) how much more the strongest feature
+    map's activity drops when the occluder covers the map cell where that feature peaks than
+    when it lies elsewhere (:func:`own_field_effect`). ``window``/``stride`` default to a coarse
+    4 x 4 grid on a 224 input (cheap enough for many images).
+    """
+    from .features import activations
+
+    x = clf.preprocess(list(images))
+    res = occlusion(clf, x, target=None if labels is None else list(labels), window=window,
+                    stride=stride, layer=layer, batch_size=batch_size, show_progress=show_progress)
+    obj = torch.zeros(0, dtype=torch.float64)
+    if boxes is not None:
+        in_boxes = [[box_to_input(clf, b, im.size) for b in bs] for im, bs in zip(images, boxes)]
+        obj = object_vs_background(res, in_boxes, of="prob")
+    maps = activations(clf, x, layer)                              # (N, C, h, w)
+    sel = maps[torch.arange(len(x)), res.unit]                     # (N, h, w)
+    h, w = sel.shape[1:]
+    flat = sel.flatten(1).argmax(1)
+    cy, cx = flat // w, flat % w
+    sy, sx = x.shape[2] / h, x.shape[3] / w
+    cells = torch.stack([cx * sx, cy * sy, (cx + 1) * sx, (cy + 1) * sy], 1)
+    return OcclusionStudy(obj, own_field_effect(res, cells), res)
