@@ -22,7 +22,7 @@ from .evaluation import (centred_box, evaluate_localisation, full_image, graphcu
                          threshold)
 from .frames import CROPS
 from .localisation import MIN_SIDE, localise_details
-from .models import WeightsUnavailableError, load_classifier
+from .models import WeightsUnavailableError, load_classifier, resolve_device
 from .plotting import localisation_figure, localisation_row
 
 __all__ = ["main"]
@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
                                     "GraphCut method and of the baselines on an ILSVRC-layout folder.")
     ev.add_argument("root", type=Path, metavar="ILSVRC_ROOT", help="folder with images/ and annotations/")
     ev.add_argument("--limit", type=_positive_int, help="use only the first N annotated images")
+    ev.add_argument("--out", type=Path, metavar="DIR",
+                    help="write each shard's counts to DIR/shards/ as it finishes: a killed run "
+                         "restarts where it stopped, and a finished one only merges")
+    ev.add_argument("--shard-size", type=_positive_int, default=64,
+                    help="images per shard (default: %(default)s; the unit of work of a process)")
+    ev.add_argument("--threads", type=_positive_int,
+                    help="torch threads per process (default: torch's; torchrun sets 1)")
     loc.set_defaults(crops_default="ten")
     ev.set_defaults(crops_default="center")
     return p
@@ -173,30 +180,73 @@ def _evaluate(args) -> int:
         ds.check_images()                                 # every image header, before the model
     except (FileNotFoundError, ValueError, OSError) as e:
         raise UserError(str(e)) from None
-    clf = _classifier(args)
     try:
-        return _evaluate_table(args, ds, clf)
+        return _evaluate_table(args, ds)
     except UnreadableImageError as e:                     # truncated after a valid header
         raise UserError(str(e)) from None
 
 
-def _evaluate_table(args, ds: IlsvrcDataset, clf) -> int:
-    cache = precompute_saliency(clf, ds, topk=args.topk, crops=args.crops)
+EVALUATE_ROWS = {
+    "GraphCut on saliency (ours)": lambda: graphcut(),
+    "saliency > 20 % of max (CAM), smoothed": lambda: threshold(0.20, smooth=0.02),
+    "saliency > 15 % of max (Grad-CAM), smoothed": lambda: threshold(0.15, smooth=0.02),
+    "centred box, 80 % of each side": lambda: centred_box(0.8),
+    "whole image": lambda: full_image(),
+}
+
+
+def _shard_counts(clf, ds, k: int, crops: str) -> dict:
+    """Correct-guess counts of every row on the images of ``ds`` (a shard): they add up."""
+    cache = precompute_saliency(clf, ds, topk=k, crops=crops)
+    rows = {}
+    res: dict = {}
+    for name, boxes in EVALUATE_ROWS.items():
+        res = evaluate_localisation(clf, ds, topk=k, cache=cache, boxes=boxes())
+        rows[name] = [round((1 - res["top1_loc_err"]) * res["n"]),
+                      round((1 - res[f"top{k}_loc_err"]) * res["n"])]
+    rows["classification"] = [round((1 - res["top1_cls_err"]) * res["n"]),
+                              round((1 - res[f"top{k}_cls_err"]) * res["n"])]
+    return {"n": len(ds), "rows": rows}
+
+
+def _evaluate_table(args, ds: IlsvrcDataset) -> int:
+    """The table, computed shard by shard: alone, or one shard set per torchrun process."""
+    from .distributed import ShardStore, Subset, distributed, run_sharded
+
     k = args.topk
-    rows = [
-        ("GraphCut on saliency (ours)", graphcut()),
-        ("saliency > 20 % of max (CAM), smoothed", threshold(0.20, smooth=0.02)),
-        ("saliency > 15 % of max (Grad-CAM), smoothed", threshold(0.15, smooth=0.02)),
-        ("centred box, 80 % of each side", centred_box(0.8)),
-        ("whole image", full_image()),
-    ]
-    print(f"{len(ds)} images, {args.model}, saliency crops={args.crops}")
+    key = {"job": "evaluate", "model": args.model, "topk": k, "crops": args.crops,
+           "root": str(Path(args.root).resolve()), "images": [r.image_path.name for r in ds.records],
+           "rows": list(EVALUATE_ROWS), "shard_size": args.shard_size}
+    store = None
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise UserError(f"--out {args.out} exists and is not a directory")
+        try:
+            store = ShardStore(args.out, key)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    device = resolve_device(args.device)
+    with distributed(device, threads=args.threads) as ctx:
+        clf = None
+
+        def compute(a: int, b: int) -> dict:
+            nonlocal clf
+            if clf is None:  # not loaded when every shard is already on disk (merge only)
+                clf = _classifier(args)
+            return _shard_counts(clf, Subset(ds, range(a, b)), k, args.crops)
+
+        shards = run_sharded(len(ds), compute, shard_size=args.shard_size, ctx=ctx,
+                             store=store, desc="evaluate")
+        if not ctx.is_main:
+            return 0
+    n = sum(s["n"] for s in shards)
+    totals = {name: [sum(s["rows"][name][j] for s in shards) for j in (0, 1)]
+              for name in [*EVALUATE_ROWS, "classification"]}
+    print(f"{n} images, {args.model}, saliency crops={args.crops}")
     print(f"{'method':46s} {'top-1 loc err':>14s} {f'top-{k} loc err':>14s}")
-    res = {}
-    for name, boxes in rows:
-        res = evaluate_localisation(clf, ds, topk=k, cache=cache, boxes=boxes)
-        print(f"{name:46s} {100 * res['top1_loc_err']:13.1f}% {100 * res[f'top{k}_loc_err']:13.1f}%", flush=True)
-    print(f"{'classification error':46s} {100 * res['top1_cls_err']:13.1f}% {100 * res[f'top{k}_cls_err']:13.1f}%")
+    for name, (c1, ck) in totals.items():
+        label = "classification error" if name == "classification" else name
+        print(f"{label:46s} {100 * (1 - c1 / n):13.1f}% {100 * (1 - ck / n):13.1f}%")
     return 0
 
 

@@ -112,9 +112,18 @@ def distributed(device: str | torch.device = "cpu", *, init_method: str | None =
                                     rank=rank, world_size=world,
                                     timeout=timedelta(seconds=timeout_s))
             created = True
+    quiet = world > 1 and rank != 0  # one progress bar per job: rank 0's
+    saved = os.environ.get("DEEPINSIDE_PROGRESS")
+    if quiet:
+        os.environ["DEEPINSIDE_PROGRESS"] = "0"
     try:
         yield Context(rank=rank, world_size=world, local_rank=local)
     finally:
+        if quiet:
+            if saved is None:
+                os.environ.pop("DEEPINSIDE_PROGRESS", None)
+            else:
+                os.environ["DEEPINSIDE_PROGRESS"] = saved
         if created and dist.is_initialized():
             dist.destroy_process_group()
 
