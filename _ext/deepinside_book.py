@@ -19,7 +19,8 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
         return
     seen, kept = set(), []
     for js in scripts:
-        key = (str(js), getattr(js, "attributes", {}).get("body", ""))
+        body = getattr(js, "attributes", {}).get("body", "")
+        key = body or str(js)  # an inline script by its text (whatever its priority)
         if key in seen:
             continue
         seen.add(key)

@@ -185,15 +185,30 @@ def _chosen(output: dict) -> str | None:
 
 
 def _executed_notebook(html_root: Path, doc: str) -> dict:
-    """The notebook as the build rendered it: MyST-NB's executed copy, or the source copy
-    when the build rendered an already executed notebook (tests/test_book_build.py)."""
-    for path in (html_root.parent / "jupyter_execute" / f"{doc}.ipynb",
-                 html_root / "_sources" / f"{doc}.ipynb"):
+    """The notebook as the build rendered it, with its outputs: the source the build read
+    (``_sources``) when it was already executed (tests/test_book_build.py), else MyST-NB's
+    executed copy, else that source merged with the outputs of the build's execution cache
+    (``make book``: ``.jupyter_cache``; its executed copies of cached chapters lack outputs)."""
+    import nbformat
+
+    def has_outputs(nb) -> bool:
+        return any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+
+    source = html_root / "_sources" / f"{doc}.ipynb"
+    for path in (source, html_root.parent / "jupyter_execute" / f"{doc}.ipynb"):
         if path.exists():
             nb = json.loads(path.read_text())
-            if any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code"):
+            if has_outputs(nb):
                 return nb
-    raise AssertionError(f"{doc}: no executed copy of the notebook next to {html_root}")
+    cache_dir = Path(os.environ.get("DEEPINSIDE_JUPYTER_CACHE",
+                                    html_root.parents[1] / ".jupyter_cache"))
+    if source.exists() and cache_dir.is_dir():
+        from jupyter_cache import get_cache
+
+        _, nb = get_cache(str(cache_dir)).merge_match_into_notebook(
+            nbformat.read(str(source), as_version=4))
+        return json.loads(nbformat.writes(nb))
+    raise AssertionError(f"{doc}: no executed copy of the notebook for {html_root}")
 
 
 def expected_counts(html_root: Path, doc: str) -> dict:
