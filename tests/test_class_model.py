@@ -288,3 +288,13 @@ def test_chapter_figures_draw():
     with pytest.raises(ValueError):
         pcm.gallery_figure(imgs, list("wxyz"), {"g1": ["w"]})
     plt.close("all")
+
+
+@pytest.mark.slow
+def test_pretrained_fourier_class_model_is_recognised_and_smoother(clf):
+    """Two classes, 40 decorrelated steps: recognised by the network, and less high-frequency
+    energy than the pixel-space class models of the same classes."""
+    pix = class_model(clf, ["goose", "lemon"], steps=15, lr=1.0, show_progress=False)
+    four = class_model(clf, ["goose", "lemon"], steps=40, param="fourier", show_progress=False)
+    assert bool(recognised(clf, four).all())
+    assert (high_frequency_share(four.images) < 0.5 * high_frequency_share(pix.images)).all()
