@@ -14,10 +14,13 @@ import argparse
 import json
 import os
 import sys
+
+import torch
 from pathlib import Path
 from typing import Sequence
 
 from .data import IlsvrcDataset, UnreadableImageError, load_image
+from .features import ImageList
 from .evaluation import (centred_box, evaluate_localisation, full_image, graphcut, precompute_saliency,
                          threshold)
 from .frames import CROPS
@@ -46,11 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepinside",
         description="Weakly supervised localisation from class saliency maps (Simonyan et al. 2014, Sect. 3.2).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{localise,evaluate}")
+    sub = p.add_subparsers(dest="command", required=True,
+                           metavar="{localise,evaluate,top-activations,class-models}")
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", default="efficientnet_lite0", help="classifier name (default: %(default)s)")
-    common.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ... (default: %(default)s)")
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("--model", default="efficientnet_lite0", help="classifier name (default: %(default)s)")
+    base.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ... (default: %(default)s)")
+    common = argparse.ArgumentParser(add_help=False, parents=[base])
     common.add_argument("--topk", type=_positive_int, default=5, help="classes per image (default: %(default)s)")
     common.add_argument("--crops", choices=CROPS, default=None,
                         help="saliency from the 10-crop average (paper), the centre crop, or the whole image "
@@ -76,7 +81,159 @@ def _parser() -> argparse.ArgumentParser:
                     help="torch threads per process (default: torch's; torchrun sets 1)")
     loc.set_defaults(crops_default="ten")
     ev.set_defaults(crops_default="center")
+
+    def sharded(q: argparse.ArgumentParser, size: int, what: str) -> None:
+        q.add_argument("--out", type=Path, metavar="DIR", required=True,
+                       help="results, and one file per finished shard under DIR/shards/ (a killed "
+                            "run restarts where it stopped)")
+        q.add_argument("--shard-size", type=_positive_int, default=size,
+                       help=f"{what} per shard (default: %(default)s)")
+        q.add_argument("--threads", type=_positive_int,
+                       help="torch threads per process (default: torch's; torchrun sets 1)")
+
+    top = sub.add_parser("top-activations", parents=[base],
+                         help="Zeiler & Fergus's top-k images of feature maps over image folders",
+                         description="Stream image folders through the network and keep, for each "
+                                     "feature map (unit) of each layer, the k images where it is "
+                                     "strongest (spatial maximum), as in Zeiler & Fergus's Fig. 2.")
+    top.add_argument("roots", nargs="+", type=Path, metavar="ILSVRC_ROOT",
+                     help="folders with images/ and annotations/ (scanned in this order)")
+    top.add_argument("--layer", action="append", required=True, metavar="NAME",
+                     help="module name of the network (repeat for several layers)")
+    top.add_argument("--units", type=_positive_int, metavar="N",
+                     help="a seeded random subset of N feature maps per layer (default: all)")
+    top.add_argument("--k", type=_positive_int, default=9, help="images per unit (default: %(default)s)")
+    top.add_argument("--batch-size", type=_positive_int, default=32, help="(default: %(default)s)")
+    top.add_argument("--seed", type=int, default=0, help="for --units (default: %(default)s)")
+    top.add_argument("--limit", type=_positive_int, help="use only the first N images of each root")
+    sharded(top, 256, "images")
+
+    cm = sub.add_parser("class-models", parents=[base], help="class models (Sect. 2, eq. 1) as PNGs",
+                        description="Class model visualisation (Simonyan et al. 2014, eq. 1) for "
+                                    "many classes, batched; writes DIR/<index>_<name>.png and "
+                                    "DIR/class_models.json.")
+    cm.add_argument("classes", nargs="*", metavar="CLASS",
+                    help="class names, WordNet ids or indices (default with --gallery: its 48)")
+    cm.add_argument("--gallery", action="store_true", help="the 48 classes of chapter 1's gallery")
+    cm.add_argument("--all", action="store_true", help="all classes of the model")
+    cm.add_argument("--param", choices=("pixel", "fourier"), default="fourier",
+                    help="parameterisation (default: %(default)s)")
+    cm.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the method's)")
+    cm.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    sharded(cm, 8, "classes")
     return p
+
+
+def _top_activations(args) -> int:
+    from .features import resolve_layer
+    from .jobs import save_top_activations, top_activations_job
+
+    try:
+        parts = [IlsvrcDataset(r, limit=args.limit) for r in args.roots]
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise UserError(str(e)) from None
+    data = ImageList(parts)
+    clf = _classifier(args)  # needed for the layer shapes (cheap next to the scan)
+    units: dict = {}
+    gen = torch.Generator().manual_seed(args.seed)
+    for name in args.layer:
+        try:
+            mod = resolve_layer(clf.net, name)
+        except (ValueError, KeyError, AttributeError) as e:
+            raise UserError(str(e)) from None
+        c = _channels(clf, mod)
+        if args.units is not None and args.units < c:
+            units[name] = sorted(torch.randperm(c, generator=gen)[:args.units].tolist())
+        else:
+            units[name] = None
+    key = {"job": "top-activations", "model": args.model, "layers": args.layer, "units": units,
+           "k": args.k, "batch_size": args.batch_size, "shard_size": args.shard_size,
+           "data": data.key()}
+    store = _store(args.out, key)
+    try:
+        res = top_activations_job(lambda: clf, data, args.layer, units, args.k,
+                                  batch_size=args.batch_size, shard_size=args.shard_size,
+                                  device=clf.device, threads=args.threads, store=store)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if res is None:
+        return 0
+    save_top_activations(args.out / "top_activations.json", res)
+    names = [r.image_path.name for r in data.records]
+    for name, r in res.items():
+        print(f"{name}: {len(r.units)} units, {r.n_images} images, top-{r.k} in "
+              f"{args.out / 'top_activations.json'}")
+        for row in range(min(3, len(r.units))):
+            best = ", ".join(f"{names[int(i)]} ({float(v):.2f})"
+                             for v, i in zip(r.values[row, :3], r.image_index[row, :3]))
+            print(f"  unit {int(r.units[row])}: {best}, ...")
+    return 0
+
+
+def _channels(clf, module) -> int:
+    """Channels of a module's output, from one forward pass of a blank input."""
+    out: dict[str, int] = {}
+
+    def hook(m, a, y) -> None:  # returns None: the output is left as it is
+        out["c"] = int(y.shape[1])
+
+    h = module.register_forward_hook(hook)
+    try:
+        with torch.inference_mode():
+            s = clf.input_size
+            clf.net(torch.zeros(1, 3, s, s, device=clf.device))
+    finally:
+        h.remove()
+    return int(out["c"])
+
+
+def _store(out: Path, key: dict):
+    from .distributed import ShardStore
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    try:
+        return ShardStore(out, key)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _class_models(args) -> int:
+    from .class_model import GALLERY
+    from .jobs import class_models_job
+
+    clf = _classifier(args)
+    names = list(args.classes)
+    if args.gallery:
+        names += [c for group in GALLERY.values() for c in group]
+    try:
+        classes = (list(range(len(clf.class_names))) if args.all
+                   else [clf.class_index(c) for c in names])
+    except (ValueError, KeyError) as e:
+        raise UserError(str(e)) from None
+    if not classes:
+        raise UserError("no classes given (name them, or use --gallery or --all)")
+    opts = {"param": args.param, "seed": args.seed}
+    if args.steps is not None:
+        opts["steps"] = args.steps
+    key = {"job": "class-models", "model": args.model, "classes": classes,
+           "shard_size": args.shard_size, **opts}
+    store = _store(args.out, key)
+    res = class_models_job(lambda: clf, classes, shard_size=args.shard_size, device=clf.device,
+                           threads=args.threads, store=store, **opts)
+    if res is None:
+        return 0
+    from PIL import Image
+
+    index = []
+    for e in res:
+        fname = f"{e.class_index:04d}_{e.class_name.replace(' ', '_').replace('/', '_')}.png"
+        Image.fromarray(e.image).save(args.out / fname)
+        index.append({"class_index": e.class_index, "class_name": e.class_name,
+                      "score": e.score, "file": fname})
+    (args.out / "class_models.json").write_text(json.dumps(index, indent=1))
+    print(f"{len(res)} class models ({args.param}) in {args.out}")
+    return 0
 
 
 def _load_images(paths: Sequence[str]) -> list:
@@ -253,11 +410,15 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepinside`` command; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.crops is None:
+    if getattr(args, "crops", "") is None:
         args.crops = args.crops_default
     try:
         if args.command == "localise":
             return _localise(args)
+        if args.command == "top-activations":
+            return _top_activations(args)
+        if args.command == "class-models":
+            return _class_models(args)
         return _evaluate(args)
     except UserError as e:
         print(f"deepinside: error: {e}", file=sys.stderr)
