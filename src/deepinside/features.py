@@ -106,6 +106,16 @@ class ImageList:
         """The PIL image of item ``i``."""
         return _pil(self[i])
 
+    @property
+    def records(self) -> list[Any]:
+        """The annotation records of all parts (parts without ``records`` raise)."""
+        out: list[Any] = []
+        for p in self.parts:
+            if not hasattr(p, "records"):
+                raise AttributeError(f"{type(p).__name__} has no annotation records")
+            out.extend(p.records)
+        return out
+
     def key(self) -> str:
         """A string identifying the data (roots and sizes), for caching results computed on it."""
         return ";".join(f"{getattr(p, 'root', type(p).__name__)}:{len(p)}" for p in self.parts)
@@ -394,17 +404,35 @@ def _trace(lin: nn.Module, layer: str, module: nn.Module, size: tuple[int, int, 
 
     res = {a: torch.zeros(len(units), 2, dtype=torch.long) for a in axes}
     full = {0: hh, 1: ww}
-    ends = supports([[0], [len(units) - 1]])
-    spans = [(_runs(ends[0].any(1 - a)), _runs(ends[1].any(1 - a)), full[a]) for a in axes]
-    if all(r0 and r1 and r0[0][0] == 0 and r0[-1][1] == f and r1[0][0] == 0 and r1[-1][1] == f
-           for r0, r1, f in spans):
+    last, mid = len(units) - 1, len(units) // 2
+    three = supports([[mid], [0], [last]])
+    r = {a: [_runs(three[j].any(1 - a)) for j in range(3)] for a in axes}
+    if not all(all(r[a]) for a in axes):
+        raise ValueError(f"could not trace the receptive field of layer {layer!r}: no input pixel "
+                         "reaches it (a layer that does not depend on the input?)")
+    ext = {a: [(rr[0][0], rr[-1][1]) for rr in r[a]] for a in axes}
+    if all(e == (0, full[a]) for a in axes for e in ext[a]):
         # extents grow with the position: when the first and the last unit both span the whole
-        # input, so does every unit in between (one backward pass instead of one per group)
+        # input, so does every unit in between
         for a in axes:
             res[a][:, 1] = full[a]
         return res
-    mid = len(units) // 2
-    sup = supports([[mid]])[0]
+    # translation: unit i sees the middle unit's box shifted by (i - mid) strides, clipped to the
+    # input; exact for convolution and pooling stacks, checked on the first and last unit
+    n_map = {a: len(units) for a in axes}
+    predicted = {}
+    for a in axes:
+        lo, hi = ext[a][0]
+        if lo == 0 or hi == full[a] or full[a] % n_map[a]:
+            break
+        step = full[a] // n_map[a]
+        shift = (torch.arange(len(units)) - mid) * step
+        predicted[a] = torch.stack([(lo + shift).clamp(0, full[a]), (hi + shift).clamp(0, full[a])], 1)
+    if len(predicted) == len(axes) and all(
+            tuple(predicted[a][0].tolist()) == ext[a][1] and tuple(predicted[a][last].tolist()) == ext[a][2]
+            for a in axes):
+        return predicted
+    sup = three[0]
     mid_runs = [_runs(sup.any(1 - a)) for a in axes]
     if not all(mid_runs):
         raise ValueError(f"could not trace the receptive field of layer {layer!r}: no input pixel "
@@ -446,7 +474,9 @@ def _rf_extents(net: nn.Module, layer: str, size: tuple[int, int, int]) -> tuple
     key = (layer, tuple(size))
     if key in per_net:
         return per_net[key]
-    lin = _linearised_copy(net)
+    if "_linearised" not in per_net:
+        per_net["_linearised"] = _linearised_copy(net)
+    lin = per_net["_linearised"]
     module = resolve_layer(lin, layer)
     cin, hh, ww = size
     with torch.no_grad():
@@ -802,12 +832,16 @@ def book_images(seed: int = 0) -> tuple[ImageList, str, bool]:
 def layer_table(clf: Any, layers: Sequence[str]) -> list[dict[str, Any]]:
     """Shape and receptive field of some layers: ``[{layer, channels, map, rf, stride}]``, the
     receptive field being that of the central unit (pixels, clipped to the input)."""
+    from .models import frozen
+
+    net = _net_of(clf)
     size = getattr(clf, "input_size", 224)
     x = torch.zeros(1, 3, size, size, device=_device_of(clf))
+    with frozen(net), torch.inference_mode():
+        outs = _forward_to(net, x, {n: resolve_layer(net, n) for n in layers})
     rows = []
     for name in layers:
-        a = activations(clf, x, name)
-        _, c, h, w = a.shape
+        _, c, h, w = outs[name].shape
         x0, y0, x1, y1 = receptive_field(clf, name, h // 2, w // 2)
         rows.append({"layer": name, "channels": c, "map": f"{h}x{w}", "rf": f"{y1 - y0}x{x1 - x0}",
                      "stride": size // h})
