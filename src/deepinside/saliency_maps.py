@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
