@@ -7,7 +7,8 @@ What a reader sees, checked in a real browser after MathJax has typeset the page
 - no traceback, error or stderr block, no JavaScript error, no resource that failed to load;
 - nothing wider than the content column, and nothing cut off inside it (code lines, equations);
 - as many tables and images on the page as the executed notebook (or markdown source) produces;
-- nothing fetched from the network: MathJax and the widget manager come from the site itself.
+- nothing fetched from the network: MathJax and the widget manager come from the site itself;
+- no progress bar embedded as widget state.
 
 A full-page screenshot of each page is saved under ``_build/screenshots/``.
 
@@ -312,6 +313,11 @@ INSPECT = r"""(() => {
   issues.typeset = document.querySelectorAll("mjx-container").length;
   issues.widget_views = document.querySelectorAll("script[type='application/vnd.jupyter.widget-view+json']").length;
   issues.widgets_shown = document.querySelectorAll(".jupyter-widgets").length;
+  issues.progress_widgets = 0;  // progress bars embedded as widget state (blank gaps)
+  for (const st of document.querySelectorAll("script[type='application/vnd.jupyter.widget-state+json']")) {
+    const models = Object.values(JSON.parse(st.textContent).state || {});
+    issues.progress_widgets += models.filter(m => /Progress/.test(m.model_name || "")).length;
+  }
   issues.height = Math.ceil(document.documentElement.scrollHeight);
   return issues;
 })()"""
@@ -357,6 +363,8 @@ def test_page_as_a_reader_sees_it(browser, html_root, doc):
         problems["console"] = logs
     if seen["math"] and not seen["typeset"]:
         problems["mathjax"] = f"{seen['math']} math elements, none typeset (MathJax not loaded)"
+    if seen["progress_widgets"]:
+        problems["progress bars"] = f"{seen['progress_widgets']} progress-bar widget states"
     if seen["widgets_shown"] < seen["widget_views"]:
         problems["widgets"] = f"{seen['widget_views']} widget views, {seen['widgets_shown']} shown"
     want = expected_counts(html_root, doc)
