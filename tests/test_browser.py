@@ -38,7 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "_build" / "screenshots"
 BUILDS = (ROOT / "_build" / "test-book" / "_build" / "html", ROOT / "_build" / "html")
-WIDTH, MAX_HEIGHT = 1280, 30000
+WIDTH, MAX_HEIGHT = 1280, 20000
 # MyST-NB's output priority for HTML builders (the first mime type an output has is rendered)
 PRIORITY = ("application/vnd.jupyter.widget-view+json", "application/javascript", "text/html",
             "image/svg+xml", "image/png", "image/jpeg", "text/markdown", "text/latex",
