@@ -268,3 +268,16 @@ def test_one_classification_pass_per_image():
     for method in ("graphcut", "threshold", "full_image", "centered_box"):
         di.evaluate_localisation(clf, ds, topk=2, cache=cache, method=method)
     assert sum(calls) == len(ims)                     # the methods reuse the cache's top-k
+
+
+def test_any_registered_map_by_name():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
+    grad = precompute_saliency(clf, ds, topk=2, maps="gradient")
+    assert grad.maps.keys() == precompute_saliency(clf, ds, topk=2).maps.keys()
+    for key, m in grad.maps.items():
+        assert np.array_equal(m, precompute_saliency(clf, ds, topk=2).maps[key])
+    r = di.evaluate_localisation(clf, ds, topk=2, maps="gradcam", boxes="threshold")
+    assert set(r) == {"top1_loc_err", "top2_loc_err", "top1_cls_err", "top2_cls_err", "n"}
+    with pytest.raises(ValueError, match="crops='center'"):
+        precompute_saliency(clf, ds, topk=2, maps="gradcam", crops="ten")

@@ -29,9 +29,11 @@ import torch
 from PIL import Image
 
 from ._progress import progress
+from .backprop import RULES
 from .data import load_image
 from .frames import Crops, check_crops, frame_box, map_to_image
 from .localisation import SegmentParams, bounding_box, full_image_input, segment, smooth_saliency
+from .maps import compute_maps
 from .saliency_maps import saliency
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
@@ -312,6 +314,7 @@ def precompute_saliency(
     rule: str = "gradient",
     batch_size: int = 32,
     chunk: int = 16,
+    maps: str | None = None,
 ) -> SaliencyCache:
     """Classify every image (centre crop) and compute the saliency maps of its top-k classes once.
 
@@ -324,8 +327,23 @@ def precompute_saliency(
     Args:
         dataset: an :class:`~deepinside.data.IlsvrcDataset` (or any sequence of
             ``(PIL image, record)`` with ``record.boxes`` / ``record.box_wnids`` / ``record.label``).
+        rule: the backward rule of the paper's map (Sect. 4).
+        maps: any registered map method instead (:func:`deepinside.map_names`: ``"cam"``,
+            ``"gradcam"``, ``"smoothgrad"``, ...), on the centre crop or the whole image
+            (``crops="ten"`` is defined for the rule maps only). None: the paper's map.
     """
     check_crops(crops)
+    if maps in RULES:
+        rule, maps = maps, None
+    if maps is not None and crops == "ten":
+        raise ValueError(f"maps={maps!r} is computed on one input: use crops='center' or 'full' "
+                         "(10-crop averaging is defined here for the gradient-rule maps)")
+
+    def map_of(inputs, targets: list[int], crops: str) -> torch.Tensor:
+        if maps is None:
+            return saliency(clf, inputs, target=targets, crops=crops, rule=rule, batch_size=batch_size)
+        return compute_maps(clf, inputs, targets, method=maps, batch_size=batch_size)
+
     if classes not in ("needed", "all"):
         raise ValueError(f"classes must be 'needed' or 'all', got {classes!r}")
     if not isinstance(topk, (int, np.integer)) or not 1 <= topk <= len(clf.class_names):
@@ -358,15 +376,13 @@ def precompute_saliency(
                     groups.setdefault(tuple(x.shape), []).append((i, r, x))
                 for grp in groups.values():
                     x = torch.cat([g[2] for g in grp])
-                    maps = saliency(clf, x, target=[int(all_cls[i, r]) for i, r, _ in grp],
-                                            rule=rule, batch_size=batch_size)
-                    for (i, r, _), m in zip(grp, maps):
+                    got = map_of(x, [int(all_cls[i, r]) for i, r, _ in grp], "center")
+                    for (i, r, _), m in zip(grp, got):
                         cache.maps[(i, r)] = _unit(m)
             else:
-                maps = saliency(clf, [imgs[i - start] for i, _ in pairs],
-                                        target=[int(all_cls[i, r]) for i, r in pairs],
-                                        crops=crops, rule=rule, batch_size=batch_size)
-                for (i, r), m in zip(pairs, maps):
+                got = map_of([imgs[i - start] for i, _ in pairs], [int(all_cls[i, r]) for i, r in pairs],
+                             crops)
+                for (i, r), m in zip(pairs, got):
                     cache.maps[(i, r)] = _unit(m)
         bar.update(len(imgs))
     bar.close()
@@ -409,6 +425,7 @@ def evaluate_localisation(
     *,
     boxes: str | BoxMethod | None = None,
     rule: str = "gradient",
+    maps: str | None = None,
     **method_kwargs,
 ) -> dict[str, float | int]:
     """ILSVRC top-1 / top-k localisation and classification error of one box method.
@@ -426,7 +443,8 @@ def evaluate_localisation(
             threshold_smooth=0.02`` or ``method="graphcut", pairwise=0, frame_only=True``
             (:func:`box_method`).
         cache: saliency computed by :func:`precompute_saliency` (its ``crops`` is used); when
-            None it is computed here with ``crops`` and ``rule`` if the method reads maps.
+            None it is computed here with ``crops``, ``rule`` and ``maps`` (any registered map
+            name, e.g. ``maps="cam", boxes="threshold"``) if the method reads maps.
         min_iou: the ILSVRC overlap threshold (0.5).
 
     Returns:
@@ -437,7 +455,7 @@ def evaluate_localisation(
     if cache is None:
         if _needs_saliency(fn):
             cache = precompute_saliency(clf, dataset, topk=topk, crops=crops, rule=rule,
-                                        batch_size=batch_size)
+                                        batch_size=batch_size, maps=maps)
         else:
             cache = _classify_only(clf, dataset, topk, batch_size)
     if len(cache) != len(dataset):
