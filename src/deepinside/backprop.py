@@ -13,9 +13,10 @@ travels backwards through a RELU layer :math:`X_{n+1} = \\max(X_n, 0)`:
 
 Convolutions, pooling and linear layers back-propagate identically under the three rules (the
 paper's other two statements, proved numerically in :mod:`deepinside.deconvnet`), so a rule is a
-property of the rectifiers only. :func:`backward_rule` switches every rectifier of a network to a
-rule for the duration of a ``with`` block; ordinary autograd then computes DeconvNet and guided
-"gradients" through the same code path as the true gradient.
+property of the rectifiers only. :func:`backward_rule` switches every rectifier to a rule for the
+duration of a ``with`` block, in the calling thread only; ordinary autograd then computes DeconvNet
+and guided "gradients" through the same code path as the true gradient. :func:`score_gradient` is
+the package's one implementation of eq. 4, the signed input gradient under the rule in force.
 """
 
 from __future__ import annotations
