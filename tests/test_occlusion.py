@@ -191,3 +191,22 @@ def test_pretrained_matches_captum_and_boxes_map(clf, photos):
     assert torch.allclose(res2.score, res.score, atol=1e-3)
     w, h = photos["chelsea"].size
     assert box_to_input(clf, clf.center_crop_box(w, h), (w, h)) == pytest.approx((0, 0, 224, 224))
+
+
+def test_local_fast_path_equals_the_full_network():
+    # a chain of stages with strides: early layers computed on crops around the occluder,
+    # pasted into the unoccluded activation; must equal running the whole network
+    from deepinside.occlusion import _VERIFIED
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU6(), nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(),
+                        nn.Conv2d(4, 6, 3, 2, 1), nn.ReLU(), nn.Conv2d(6, 8, 3, 1, 1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    kw = dict(window=8, stride=4, layer="6", batch_size=9, show_progress=False)
+    fast = occlusion(net, x, **kw)
+    assert any(_VERIFIED.get(net, {}).values()), "the local path was not used"
+    full = occlusion(net, x, local=False, **kw)
+    assert torch.allclose(fast.score, full.score, atol=1e-5)
+    assert torch.allclose(fast.activity, full.activity, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.top_class, full.top_class)

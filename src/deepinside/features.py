@@ -395,8 +395,8 @@ def _trace(lin: nn.Module, layer: str, module: nn.Module, size: tuple[int, int, 
     cin, hh, ww = size
 
     def supports(groups: list[list[int]]) -> torch.Tensor:
-        x = torch.full((len(groups), cin, hh, ww), 1e-6, requires_grad=True)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.full((len(groups), cin, hh, ww), 1e-6, requires_grad=True)
             out = _forward_to(lin, x, {layer: module})[layer]
             seed = sum(out[g, :, units[i][0], units[i][1]].sum() for g, grp in enumerate(groups) for i in grp)
             (grad,) = torch.autograd.grad(seed, x)
