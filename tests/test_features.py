@@ -172,3 +172,14 @@ def test_pretrained_receptive_field_and_rules(clf, photos):
     assert d.shape == (1, 3, 224, 224) and not torch.allclose(d, g)
     filt = first_layer_filters(clf, fold_norm=True)
     assert filt.shape == (32, 3, 3, 3)
+
+
+def test_results_can_enter_autograd_afterwards():
+    # outputs are ordinary tensors (not inference-mode ones): they can feed project()
+    net = tiny_net()
+    x = torch.randn(3, 3, 12, 12)
+    occ = di.occlusion(net, x, window=4, stride=4, layer="3", show_progress=False)
+    top = top_activations(net, x, "3", k=2, show_progress=False)
+    p = project(net, x, "3", occ.unit, rule="guided")
+    q = project(net, x[top.image_index[0]], "3", top.units[0], top.position[0], rule="guided")
+    assert p.shape == x.shape and q.shape == (2, 3, 12, 12)

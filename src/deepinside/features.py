@@ -304,9 +304,10 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
         c = st["values"].shape[0]
         u = sel[name] if sel[name] is not None else torch.arange(c, device=dev)
         pos = st["pos"]
-        results[name] = TopActivations(
-            layer=name, units=u.cpu(), values=st["values"].cpu(), image_index=st["index"].cpu(),
-            position=torch.stack([pos // w, pos % w], -1).cpu(), map_size=(h, w), n_images=n_seen)
+        results[name] = TopActivations(   # clones: ordinary tensors, not inference-mode ones
+            layer=name, units=u.cpu().clone(), values=st["values"].cpu().clone(),
+            image_index=st["index"].cpu().clone(),
+            position=torch.stack([pos // w, pos % w], -1).cpu().clone(), map_size=(h, w), n_images=n_seen)
     return results[names[0]] if isinstance(layer, str) else results
 
 
@@ -573,13 +574,13 @@ def project(clf: Any, image: Any, layer: str, unit: int | Sequence[int],
     module = resolve_layer(net, layer)
     x = _as_batch(clf, image).to(_device_of(clf))
     n = len(x)
-    uu = torch.as_tensor(unit, dtype=torch.long).reshape(-1)
+    uu = torch.as_tensor(unit, dtype=torch.long).reshape(-1).clone()
     uu = uu.expand(n) if len(uu) == 1 else uu
     if len(uu) != n:
         raise ValueError(f"unit has {len(uu)} entries for {n} images")
     pp = None
     if position is not None:
-        pp = torch.as_tensor(position, dtype=torch.long).reshape(-1, 2)
+        pp = torch.as_tensor(position, dtype=torch.long).reshape(-1, 2).clone()
         pp = pp.expand(n, 2) if len(pp) == 1 else pp
         if len(pp) != n:
             raise ValueError(f"position has {len(pp)} entries for {n} images")
@@ -691,7 +692,7 @@ def activations(clf: Any, images: Any, layer: str, batch_size: int = 32) -> torc
     with frozen(net), torch.inference_mode():
         for x in _batches(clf, images, batch_size):
             outs.append(_forward_to(net, x.to(_device_of(clf)), {layer: module})[layer].float().cpu())
-    return torch.cat(outs)
+    return torch.cat(outs).clone()
 
 
 def _image_of(data: Any, i: int) -> Image.Image:

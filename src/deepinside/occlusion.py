@@ -552,6 +552,10 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
         if handle is not None:
             handle.remove()
 
+    # tensors made under inference_mode cannot enter autograd later: hand out ordinary copies
+    base, tgt, base_top, base_logp = base.clone(), tgt.clone(), base_top.clone(), base_logp.clone()
+    units = None if units is None else units.clone()
+    base_act = None if base_act is None else base_act.clone()
     shape = (n, py, px)
     return OcclusionResult(
         score=score.reshape(shape).cpu(), prob=prob.reshape(shape).cpu(), top_class=top.reshape(shape).cpu(),
