@@ -278,7 +278,7 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
     try:
         with frozen(net), torch.inference_mode():
             for x in _batches(clf, images_or_dataset, batch_size):
-                x = x.to(dev)
+                x = x.to(dev).contiguous(memory_format=torch.channels_last)   # faster convs on CPU
                 outs = _forward_to(net, x, modules)
                 b = len(x)
                 for name, out in outs.items():
