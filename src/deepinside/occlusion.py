@@ -643,24 +643,35 @@ def object_vs_background(res: OcclusionResult, object_boxes: Sequence[Sequence[S
     return _paired_difference(drop, share >= inside, share <= outside)
 
 
-def own_field_effect(res: OcclusionResult, cells: torch.Tensor) -> torch.Tensor:
-    """Does the followed feature map's activity drop most when its own strongest location is covered?
+def own_field_effect(res: OcclusionResult, maps: torch.Tensor) -> torch.Tensor:
+    """Does the followed feature map lose activity where the occluder covers its own activity?
 
-    ``cells``: ``(N, 4)`` boxes ``(x0, y0, x1, y1)`` (network-input pixels) of the map cell where
-    the unit peaks in each unoccluded image. Per image: the mean relative activity drop
-    ``(base - occluded) / base`` over occluder positions that cover the whole cell, minus the mean
-    over positions that do not touch it. Returns ``(M,)`` float64; positive = covering its own
-    location hurts the feature more.
+    Zeiler & Fergus on their Fig. 7(b): the strongest feature is "the dog's face. When this is
+    covered-up the activity in the feature map decreases". ``maps``: ``(N, h, w)`` the followed
+    map of each unoccluded image (e.g. from :func:`deepinside.features.activations`). For each
+    occluder position, the share of the map's activity lying under the square (each cell spread
+    over its input pixels) is correlated, over positions, with the relative drop of the map's
+    total activity. Returns the per-image Pearson correlations ``(M,)`` (float64; images whose
+    map or drops are constant are left out): positive = covering the feature's own activity is
+    what lowers it.
     """
     if res.activity is None:
         raise ValueError("no layer activity was measured: call occlusion(..., layer=...)")
-    b = res.boxes().double()
-    c = cells.double()[:, None, None, :]
-    covers = (b[..., 0] <= c[..., 0]) & (b[..., 1] <= c[..., 1]) & (b[..., 2] >= c[..., 2]) & (b[..., 3] >= c[..., 3])
-    apart = (b[..., 2] <= c[..., 0]) | (b[..., 0] >= c[..., 2]) | (b[..., 3] <= c[..., 1]) | (b[..., 1] >= c[..., 3])
-    base = res.base_activity.double().clamp_min(1e-12)[:, None, None]
-    drop = (base - res.activity.double()) / base
-    return _paired_difference(drop, covers, apart)
+    n, (c, hh, ww) = res.score.shape[0], res.input_shape
+    if maps.ndim != 3 or maps.shape[0] != n:
+        raise ValueError(f"maps must be (N={n}, h, w), got {tuple(maps.shape)}")
+    up = F.interpolate(maps.double().clamp_min(0)[:, None], size=(hh, ww), mode="nearest")[:, 0]
+    up = up / up.sum((1, 2), keepdim=True).clamp_min(1e-300)
+    ii = F.pad(up.cumsum(1).cumsum(2), (1, 0, 1, 0))                  # (N, H+1, W+1) integral
+    b = res.boxes().reshape(-1, 4)
+    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    covered = ii[:, y1, x1] - ii[:, y0, x1] - ii[:, y1, x0] + ii[:, y0, x0]   # (N, P)
+    base = res.base_activity.double().clamp_min(1e-12)[:, None]
+    drop = (base - res.activity.double().reshape(n, -1)) / base
+    cov, drp = covered - covered.mean(1, keepdim=True), drop - drop.mean(1, keepdim=True)
+    den = cov.norm(dim=1) * drp.norm(dim=1)
+    keep = den > 1e-12
+    return (cov * drp).sum(1)[keep] / den[keep]
 
 
 @dataclass
@@ -669,7 +680,7 @@ class OcclusionStudy:
 
     Attributes:
         object_minus_background: ``(M,)`` from :func:`object_vs_background` (empty without boxes).
-        own_minus_elsewhere: ``(M',)`` from :func:`own_field_effect`.
+        own_minus_elsewhere: ``(M',)`` per-image correlations from :func:`own_field_effect`.
         result: the :class:`OcclusionResult` they come from.
     """
 
@@ -688,17 +699,19 @@ class OcclusionStudy:
 
 def occlusion_study(clf: Any, images: Sequence[Image.Image], labels: Sequence[int] | None = None,
                     boxes: Sequence[Sequence[Sequence[float]]] | None = None, layer: str = "bn2",
-                    window: int = 80, stride: int = 48, batch_size: int = 32,
+                    window: int = 96, stride: int = 64, batch_size: int = 32,
+                    inside: float = 0.5, outside: float = 0.1,
                     show_progress: bool = True) -> OcclusionStudy:
     """Zeiler & Fergus's two readings of Fig. 7, measured over many images at once.
 
     One :func:`occlusion` call (target: the true ``labels``, else each image's top class; the
     strongest map of ``layer`` followed) gives, per image, (1) how much more the correct class's
     probability drops when the occluder lies on the object (``boxes``, original pixels) than on
-    the background (:func:`object_vs_background`), and (2) how much more the strongest feature
-    map's activity drops when the occluder covers the map cell where that feature peaks than
-    when it lies elsewhere (:func:`own_field_effect`). ``window``/``stride`` default to a coarse
-    4 x 4 grid on a 224 input (cheap enough for many images).
+    the background (positions at least ``inside`` / at most ``outside`` within the boxes,
+    :func:`object_vs_background`), and (2) how well the strongest feature map's activity drop
+    follows the share of its own activity under the square (:func:`own_field_effect`).
+    ``window``/``stride`` default to a coarse 3 x 3 grid on a 224 input (cheap enough for many
+    images).
     """
     from .features import activations
 
@@ -708,15 +721,10 @@ def occlusion_study(clf: Any, images: Sequence[Image.Image], labels: Sequence[in
     obj = torch.zeros(0, dtype=torch.float64)
     if boxes is not None:
         in_boxes = [[box_to_input(clf, b, im.size) for b in bs] for im, bs in zip(images, boxes)]
-        obj = object_vs_background(res, in_boxes, of="prob")
+        obj = object_vs_background(res, in_boxes, of="prob", inside=inside, outside=outside)
     maps = activations(clf, x, layer)                              # (N, C, h, w)
-    sel = maps[torch.arange(len(x)), res.unit]                     # (N, h, w)
-    h, w = sel.shape[1:]
-    flat = sel.flatten(1).argmax(1)
-    cy, cx = flat // w, flat % w
-    sy, sx = x.shape[2] / h, x.shape[3] / w
-    cells = torch.stack([cx * sx, cy * sy, (cx + 1) * sx, (cy + 1) * sy], 1)
-    return OcclusionStudy(obj, own_field_effect(res, cells), res)
+    own = maps[torch.arange(len(x)), res.unit]                     # (N, h, w) the followed maps
+    return OcclusionStudy(obj, own_field_effect(res, own), res)
 
 
 def pick_small_objects(clf: Any, records: Sequence[Any], n: int, max_share: float = 0.4,
