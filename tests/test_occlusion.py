@@ -210,3 +210,20 @@ def test_local_fast_path_equals_the_full_network():
     assert torch.allclose(fast.score, full.score, atol=1e-5)
     assert torch.allclose(fast.activity, full.activity, rtol=1e-5, atol=1e-5)
     assert torch.equal(fast.top_class, full.top_class)
+
+
+def test_object_vs_background_and_own_field_by_hand():
+    from deepinside.occlusion import object_vs_background, own_field_effect
+
+    net = Linear2(c=1, h=8, w=8).eval()
+    with torch.no_grad():
+        net.W[:] = 0.0
+        net.W[0, :4, :4] = 1.0                         # the "object" is the top-left 4x4 box
+    x = torch.rand(1, 1, 8, 8) + 0.5
+    res = occlusion(net, x, target=0, window=4, stride=4, fill=0.0, layer="feat", unit=0,
+                    show_progress=False)
+    d = object_vs_background(res, [[(0, 0, 4, 4)]], of="score")
+    assert d.tolist() == pytest.approx([float(x[0, 0, :4, :4].sum())])   # object drop - 0
+    # map 0 of 'feat' is x itself: the relative activity drop IS the share of x under the square
+    r = own_field_effect(res, x[:, 0])
+    assert r.tolist() == pytest.approx([1.0])
