@@ -91,7 +91,14 @@ def test_every_rectifier_form_follows_the_rule(form, rule):
     make, hi = FORMS[form]
     net = make()
     got = rule_grad(net, rule)
-    torch.testing.assert_close(got, expected(rule, hi), rtol=0, atol=0)
+    want = expected(rule, hi)
+    if rule == "gradient":
+        # At x == 0 a rectifier has no derivative; the gradient rule is autograd's own choice
+        # there, which differs between forms and torch releases (clamp: 1 on 2.9, 0 on 2.14).
+        xx = X.clone().requires_grad_()
+        (W * make()(xx)).sum().backward()
+        want = torch.where(X == 0, xx.grad, want)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("form", list(FORMS))
