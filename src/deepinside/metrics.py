@@ -674,7 +674,8 @@ def unlabelled_items(clf: Classifier, images: Iterable[Image.Image]) -> list[tup
     images = list(images)
     top = clf.scores(clf.preprocess(images)).argmax(1).tolist()
     return [(im, SimpleNamespace(boxes=((0, 0, *im.size),), label=c, wnid=clf.wnids[c],
-                                 box_wnids=(clf.wnids[c],), image_path=f"photo-{k}"))
+                                 box_wnids=(clf.wnids[c],), image_path=f"photo-{k}",
+                                 width=im.size[0], height=im.size[1]))
             for k, (im, c) in enumerate(zip(images, top))]
 
 
