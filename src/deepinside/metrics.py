@@ -104,16 +104,29 @@ def pointing_hits(points: np.ndarray, boxes: Sequence[Sequence[Sequence[float]]]
     return hits
 
 
+def _check_item(it: Any, i: int) -> None:
+    if not (isinstance(it, tuple) and len(it) == 2 and isinstance(it[0], Image.Image)
+            and hasattr(it[1], "boxes") and hasattr(it[1], "label")):
+        raise TypeError(f"dataset item {i} must be (PIL image, record with .boxes and .label), as "
+                        f"deepinside.IlsvrcDataset gives; got {type(it).__name__}")
+
+
 def _items(dataset: Any) -> list[tuple[Image.Image, Any]]:
     items = list(dataset)
     if not items:
         raise ValueError("the dataset is empty")
-    for i, it in enumerate(items[:1]):
-        if not (isinstance(it, tuple) and len(it) == 2 and isinstance(it[0], Image.Image)
-                and hasattr(it[1], "boxes") and hasattr(it[1], "label")):
-            raise TypeError(f"dataset item {i} must be (PIL image, record with .boxes and .label), as "
-                            f"deepinside.IlsvrcDataset gives; got {type(it).__name__}")
+    _check_item(items[0], 0)
     return items
+
+
+def _indexable(dataset: Any) -> Any:
+    """The dataset itself when it can be indexed (images are then loaded one chunk at a time),
+    else its items in a list."""
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        if len(dataset) == 0:
+            raise ValueError("the dataset is empty")
+        return dataset
+    return _items(dataset)
 
 
 def _class_boxes(rec: Any) -> list[tuple[float, float, float, float]]:
@@ -158,8 +171,8 @@ def pointing_game(
     """
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
-    items = _items(dataset)
-    n = len(items)
+    seq = _indexable(dataset)
+    n = len(seq)
     if isinstance(maps, torch.Tensor):
         if maps.ndim != 3 or len(maps) != n:
             raise ValueError(f"precomputed maps must be (N={n}, H, W), got {tuple(maps.shape)}")
@@ -167,8 +180,15 @@ def pointing_game(
         raise ValueError(f"unknown map {maps!r}: give one of {', '.join(map_names())}, 'centre', "
                          f"or a (N, H, W) tensor")
     points = np.zeros((n, 2), dtype=int)
+    sizes: list[tuple[int, int]] = []
+    boxes: list[list[tuple[float, float, float, float]]] = []
+    labels_: list[int] = []
     for i in progress(range(0, n, batch_size), desc=f"pointing game ({maps if isinstance(maps, str) else 'maps'})"):
-        part = items[i:i + batch_size]
+        part = [seq[j] for j in range(i, min(i + batch_size, n))]
+        _check_item(part[0], i)
+        sizes += [im.size for im, _ in part]
+        boxes += [_class_boxes(r) for _, r in part]
+        labels_ += [r.label for _, r in part]
         if isinstance(maps, str) and maps == "centre":
             points[i:i + len(part)] = [centre_point(*im.size) for im, _ in part]
             continue
@@ -181,11 +201,10 @@ def pointing_game(
             full = map_to_image(m[k].float().cpu(), im.size, clf, "center")
             y, x = divmod(int(full.argmax()), full.shape[1])
             points[i + k] = (x, y)
-    hits = pointing_hits(points, [_class_boxes(r) for _, r in items], [im.size for im, _ in items],
-                         tolerance)
-    labels = np.array([r.label for _, r in items])
+    hits = pointing_hits(points, boxes, sizes, tolerance)
+    labels = np.array(labels_)
     per_class = [hits[labels == c].mean() for c in np.unique(labels)]
-    area = np.array([_box_mask(_class_boxes(r), im.size[1], im.size[0]).mean() for im, r in items])
+    area = np.array([_box_mask(b, h, w).mean() for b, (w, h) in zip(boxes, sizes)])
     return {"accuracy": float(hits.mean()), "class_accuracy": float(np.mean(per_class)), "n": n,
             "classes": len(per_class), "accuracy_sem": sem(hits.astype(float)), "hits": hits,
             "labels": labels, "points": points, "box_area": area}
