@@ -55,7 +55,7 @@ def occlusion_figure(clf: Any, images01: torch.Tensor, res: Any, projections: to
         x0, y0, x1, y1 = boxes.reshape(-1, 4)[j].tolist()
         ax[0].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=(0.5, 0.5, 0.5, 0.9),
                                   edgecolor="k"))
-        ax[0].set_ylabel(f"true: {true_names[i]}", fontsize=8)
+        ax[0].set_ylabel(f"class: {true_names[i]}", fontsize=8)
         if res.activity is not None:
             im = ax[1].imshow(res.activity[i].numpy(), cmap="jet", extent=extent)
             fig.colorbar(im, ax=ax[1], fraction=0.046, pad=0.03)
@@ -146,5 +146,5 @@ def filters_figure(filters: dict[str, torch.Tensor], size: float = 0.45, cols: i
                 a.axis("off")
         axes[r, 0].set_title(title, fontsize=8, loc="left", x=0.0)
         r += n_rows
-    fig.subplots_adjust(wspace=0.08, hspace=0.3)
+    fig.subplots_adjust(wspace=0.08, hspace=0.55)
     return fig
