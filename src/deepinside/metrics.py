@@ -329,11 +329,16 @@ def deletion_insertion(
             idx = torch.tensor([i for _, i, _ in chunk], device=x.device)
             first = ranks[idx] < counts[torch.tensor([s for _, _, s in chunk], device=x.device)].view(-1, 1, 1, 1)
             is_del = torch.tensor([mode == "deletion" for mode, _, _ in chunk], device=x.device).view(-1, 1, 1, 1)
-            xi = x[idx]
-            other = blurred[idx] if blurred is not None else xi
+            xi = x[idx]  # a copy, in x's memory layout
             # deletion: first pixels -> fill, the rest stay; insertion: first pixels from the image,
-            # the rest from the blurred copy
-            batch = torch.where(first, torch.where(is_del, fill_t, xi), torch.where(is_del, xi, other))
+            # the rest from the blurred copy. One elementwise pass when the chunk has one mode.
+            if bool(is_del.all()):
+                batch = xi.masked_fill_(first, fill_t)
+            elif not bool(is_del.any()):
+                batch = torch.where(first, xi, blurred[idx])
+            else:
+                other = blurred[idx] if blurred is not None else xi
+                batch = torch.where(first, torch.where(is_del, fill_t, xi), torch.where(is_del, xi, other))
             batch = batch.contiguous(memory_format=fmt)
             p = clf.net(batch).softmax(1).gather(1, tgt[idx][:, None])[:, 0]
             probs[j:j + len(chunk)] = p.float().cpu()
