@@ -194,3 +194,14 @@ def test_evaluate_maps_and_table():
     pm = dm.pointing_markdown({m: res[m]["pointing"] for m in ("gradient", "centre")},
                               {"all": slice(None), "first two": slice(0, 2)})
     assert "| all | 5 |" in pm and "| first two | 2 |" in pm
+
+
+@pytest.mark.slow
+def test_randomisation_leaves_the_pretrained_model_unchanged(clf, photos):
+    before = model_state(clf.net)
+    x = clf.preprocess([photos["chelsea"]])
+    blocks = dm.randomisation_blocks(clf.net)
+    assert blocks[0][0] == "classifier" and blocks[-1][0] == "conv_stem+bn1" and len(blocks) == 10
+    res = di.randomisation_test(clf, x, "gradient", blocks=blocks[:1])
+    assert res["spearman_abs"][0][1] < 0.9          # a random classifier: another gradient map
+    assert_same_state(before, model_state(clf.net))
