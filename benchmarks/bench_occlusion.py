@@ -88,7 +88,7 @@ def main() -> None:
         finally:
             h.remove()
         out = got[0]
-        u = unit.repeat_interleave(len(inp) // len(unit)) if len(inp) != len(unit) else unit
+        u = unit.repeat(len(inp) // len(unit))        # Captum tiles the images: [p0: all, p1: all, ...]
         return out[torch.arange(len(out)), u].sum((1, 2))
 
     captum_layer = Occlusion(layer_total)
