@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .backprop import backward_rule
+from .backprop import backward_rule, score_gradient
 from .models import Classifier, frozen
 
 __all__ = ["compute_maps", "register_map", "map_names", "available_maps", "MapFunction",
@@ -228,10 +228,8 @@ def signed_gradient(clf: Classifier, x: torch.Tensor, targets: torch.Tensor,
                     rule: str = "gradient") -> torch.Tensor:
     """Eq. 4, :math:`w = \\partial S_c / \\partial I |_{I_0}`, signed, ``(B, 3, H, W)``, under the
     backward ``rule`` of Sect. 4 (one forward and one backward pass for the whole batch)."""
-    with frozen(clf.net), torch.enable_grad(), backward_rule(clf.net, rule):
-        xg = x.detach().clone().requires_grad_(True)
-        scores = clf.net(xg)
-        (w,) = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), xg)
+    with frozen(clf.net), backward_rule(clf.net, rule):
+        w, _ = score_gradient(clf.net, x, targets)  # the package's one eq. 4
     return w
 
 
