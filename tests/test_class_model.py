@@ -298,3 +298,14 @@ def test_pretrained_fourier_class_model_is_recognised_and_smoother(clf):
     four = class_model(clf, ["goose", "lemon"], steps=40, param="fourier", show_progress=False)
     assert bool(recognised(clf, four).all())
     assert (high_frequency_share(four.images) < 0.5 * high_frequency_share(pix.images)).all()
+
+
+def test_markdown_table_escapes_pipes_and_right_aligns_numbers():
+    from markdown_it import MarkdownIt
+
+    from deepinside.transfer import markdown_table
+
+    text = markdown_table([{"method": "pixel", "K": 12, "own top-1": 12, "||I||": 1.5}])
+    html = MarkdownIt("commonmark").enable("table").render(text)
+    assert html.count("</th>") == 3 and "<table>" in html  # the norm's bars stay in one cell
+    assert html.count('style="text-align:right"') == 4   # both numeric columns, head and body

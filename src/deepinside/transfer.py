@@ -93,8 +93,15 @@ def markdown_table(rows: Sequence[Mapping[str, object]], floats: str = ".2f") ->
             return f"{v}/{r['K']}"
         return f"{v:{floats}}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r, k) for k in keys) + " |" for r in rows]
+    def esc(text: str) -> str:  # a "|" in a cell (e.g. the norm ||I||) would split it
+        return text.replace("|", "\\|")
+
+    def numeric(k: str) -> bool:
+        return all(isinstance(r[k], (int, float)) and not isinstance(r[k], bool) for r in rows)
+
+    lines = ["| " + " | ".join(esc(k) for k in keys) + " |",
+             "|" + "".join("---:|" if numeric(k) else "---|" for k in keys)]
+    lines += ["| " + " | ".join(esc(cell(r, k)) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
 
 
