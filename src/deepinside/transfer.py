@@ -74,7 +74,7 @@ def summary_rows(results: Mapping[str, ClassModelResult], clf: Classifier,
             row[f"{short} top-5"] = int((rank < 5).sum())
         row["high-freq. share"] = float(high_frequency_share(r.images.cpu()).mean())
         row["S_c"] = float(r.final_scores.mean())
-        row["||I||"] = float(r.norms[-1].mean())
+        row["‖I‖"] = float(r.norms[-1].mean())
         rows.append(row)
     return rows
 
