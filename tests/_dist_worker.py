@@ -5,12 +5,16 @@ Usage: python _dist_worker.py INIT_FILE OUT_JSON N SHARD_SIZE [STORE_DIR]
 """
 
 import json
+import os
 import sys
+import time
 
-from deepinside.distributed import ShardStore, distributed, run_sharded
+from deepinside.distributed import ShardStore, distributed, last_timing, run_sharded
 
 
 def compute(start: int, stop: int) -> dict:
+    if os.environ.get("SLOW_RANK") == os.environ["RANK"]:
+        time.sleep(0.2)  # a rank on a busy core: the others should claim more shards
     # a result that depends on the item indices, so a lost or doubled item changes it
     return {"items": list(range(start, stop)), "sum": sum(i * i for i in range(start, stop))}
 
@@ -22,7 +26,8 @@ def main() -> None:
         res = run_sharded(n, compute, shard_size=shard_size, ctx=ctx, store=store)
         if ctx.is_main:
             with open(out, "w") as f:
-                json.dump({"world": ctx.world_size, "shards": res}, f)
+                json.dump({"world": ctx.world_size, "shards": res,
+                           "per_rank": list(last_timing().per_rank)}, f)
         else:
             assert res is None
 

@@ -97,7 +97,7 @@ def test_subset_keeps_records_in_order():
     assert len(sub) == 2 and sub.records == ["r1", "r2"] and list(sub) == [("im1", "r1"), ("im2", "r2")]
 
 
-def _launch(tmp_path: Path, n: int, size: int, store: Path | None) -> dict:
+def _launch(tmp_path: Path, n: int, size: int, store: Path | None, **env_extra: str) -> dict:
     init = tmp_path / "rendezvous"
     out = tmp_path / "out.json"
     for p in (init, out):
@@ -106,7 +106,7 @@ def _launch(tmp_path: Path, n: int, size: int, store: Path | None) -> dict:
     procs = []
     for rank in range(2):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
-                   OMP_NUM_THREADS="1", DEEPINSIDE_PROGRESS="0")
+                   OMP_NUM_THREADS="1", DEEPINSIDE_PROGRESS="0", **env_extra)
         args = [sys.executable, str(WORKER), str(init), str(out), str(n), str(size)]
         if store is not None:
             args.append(str(store))
@@ -123,3 +123,14 @@ def test_two_gloo_processes_merge_to_the_single_process_result(tmp_path, with_st
     got = _launch(tmp_path, n, size, tmp_path / "store" if with_store else None)
     assert got["world"] == 2
     assert got["shards"] == run_sharded(n, _squares, shard_size=size)
+    assert sum(got["per_rank"]) == 10
+
+
+@pytest.mark.parametrize("with_store", [False, True])
+def test_a_slow_rank_claims_fewer_shards_and_the_result_is_unchanged(tmp_path, with_store):
+    # rank 1 needs 0.2 s per shard, rank 0 almost nothing: with a fixed split each would take
+    # 10 of 20 shards; claimed from the shared counter, rank 0 takes most of them
+    n, size = 40, 2
+    got = _launch(tmp_path, n, size, tmp_path / "store" if with_store else None, SLOW_RANK="1")
+    assert got["shards"] == run_sharded(n, _squares, shard_size=size)
+    assert sum(got["per_rank"]) == 20 and got["per_rank"][0] >= 15, got["per_rank"]

@@ -10,10 +10,14 @@ and nothing else:
 - :func:`distributed` joins the process group torchrun describes in the environment (``RANK``,
   ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``); alone (no torchrun) it is a
   no-op context with rank 0 of 1, so the same code runs in one process;
-- :func:`shard_ranges` cuts ``n`` items into consecutive shards of ``shard_size``; rank ``r`` of
-  ``w`` takes shards ``r, r + w, r + 2w, ...`` (no padding, no item counted twice). The shard
-  boundaries do not depend on the number of processes, so each shard goes through the network
-  in the same batches whatever ``w`` is: results are identical to a single-process run;
+- :func:`shard_ranges` cuts ``n`` items into consecutive shards of ``shard_size`` (no padding,
+  no item counted twice). The shard boundaries do not depend on the number of processes, so each
+  shard goes through the network in the same batches whatever ``w`` is: results are identical to
+  a single-process run. Which rank computes which shard is decided at run time: each rank claims
+  the next unclaimed shard from an atomic counter on the process group's key-value store (the
+  one torchrun's rendezvous set up), so a rank that finishes early takes more shards and no rank
+  waits on a fixed share (images differ in cost: a GraphCut on a 500x375 photo is several times
+  one on 227x227);
 - :class:`ShardStore` writes each shard's result to its own file as soon as it is done (atomic
   rename), so a killed run restarts where it stopped, and merging is a separate, fast step;
 - :func:`run_sharded` runs a job's missing shards on this rank and returns every shard's result,
@@ -26,9 +30,12 @@ when given (``deepinside ... --threads``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,9 +45,11 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 
+from ._progress import mode as progress_mode
 from ._progress import progress
 
-__all__ = ["Context", "distributed", "shard_ranges", "ShardStore", "run_sharded", "Subset"]
+__all__ = ["Context", "distributed", "shard_ranges", "ShardStore", "run_sharded", "Subset",
+           "ShardTiming", "last_timing"]
 
 
 @dataclass(frozen=True)
@@ -218,15 +227,75 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class ShardTiming:
+    """Wall-clock time of one :func:`run_sharded` call, as rank 0 saw it.
+
+    ``seconds`` runs from the barrier after which every rank starts computing to the merged
+    result (model loading inside the first ``compute`` included, process start-up and
+    ``import torch`` excluded); ``computed`` counts the shards computed in this run (all ranks),
+    ``shards`` all of the job's shards, ``per_rank`` the shards each rank computed.
+    """
+
+    items: int
+    shards: int
+    computed: int
+    world_size: int
+    seconds: float
+    per_rank: tuple[int, ...]
+
+    def line(self, desc: str) -> str:
+        rate = self.items / self.seconds if self.seconds > 0 else float("inf")
+        ranks = "+".join(map(str, self.per_rank))
+        return (f"deepinside: {desc}: {self.items} items ({self.computed} of {self.shards} shards "
+                f"computed, {ranks} per rank) in {self.seconds:.1f} s on {self.world_size} "
+                f"process(es): {rate:.2f} items/s")
+
+
+_LAST: list[ShardTiming] = []
+_CALLS = itertools.count()
+
+
+def last_timing() -> ShardTiming | None:
+    """The :class:`ShardTiming` of this process's last :func:`run_sharded` (rank 0; None before)."""
+    return _LAST[-1] if _LAST else None
+
+
+def _claimer(ctx: Context, todo: Sequence[Any]) -> Iterator[Any]:
+    """This rank's shards of ``todo``, claimed one at a time from a counter shared by all ranks.
+
+    In a process group, ``store.add(key, 1)`` on the group's key-value store (TCP under torchrun,
+    a file with ``file://`` rendezvous) is atomic across processes: each value is handed to
+    exactly one rank, so every shard is computed once, by whichever rank is free first. Alone,
+    every shard in order. Every rank must call :func:`run_sharded` in the same order (as SPMD
+    code does), so the call counter names the same key on each. A context that claims several
+    ranks without a joined group (no store to share) takes the fixed share ``todo[rank::world]``.
+    """
+    call = next(_CALLS)
+    if not ctx.active:
+        yield from todo[ctx.rank::ctx.world_size]
+        return
+    from torch.distributed import distributed_c10d as c10d
+
+    store = c10d._get_default_store()
+    key = f"deepinside/run_sharded/{call}"
+    while True:
+        i = store.add(key, 1) - 1
+        if i >= len(todo):
+            return
+        yield todo[i]
+
+
 def run_sharded(n: int, compute: Callable[[int, int], Any], *, shard_size: int = 64,
                 ctx: Context | None = None, store: ShardStore | None = None,
                 desc: str = "shards") -> list[Any] | None:
-    """Run ``compute(start, stop)`` for this rank's shards of ``range(n)``; merge on rank 0.
+    """Run ``compute(start, stop)`` for the shards of ``range(n)`` this rank claims; merge on rank 0.
 
     ``compute`` returns a JSON-able result for items ``start..stop-1``. With a ``store``, shards
     already on disk are skipped and each new result is written as soon as it is computed; the
     results are then read back from disk by rank 0. Without one, results travel to rank 0 with
-    ``gather_object``.
+    ``gather_object``. Rank 0 prints one timing line on stderr (:class:`ShardTiming`) unless
+    progress output is off (``DEEPINSIDE_PROGRESS=0``); :func:`last_timing` returns it.
 
     Returns:
         On rank 0, the list of every shard's result in shard order (length
@@ -236,17 +305,27 @@ def run_sharded(n: int, compute: Callable[[int, int], Any], *, shard_size: int =
     shards = shard_ranges(n, shard_size)
     if store is not None and ctx.is_main:
         store.prepare()
+    # the missing shards, listed by every rank before anyone writes one (same list on each rank)
+    todo = [s for s in shards if store is None or not store.done(s)]
     if ctx.active:
-        dist.barrier()  # the job key is written before anyone writes a shard
-    mine = shards[ctx.rank::ctx.world_size]
-    todo = [s for s in mine if store is None or not store.done(s)]
+        dist.barrier()  # the job key is written and every rank has listed what is missing
+    t0 = time.perf_counter()
     local: dict[int, Any] = {}
-    for s in progress(todo, desc=f"{desc} (rank {ctx.rank})", unit="shard"):
-        result = compute(*s)
-        if store is not None:
-            store.save(s, result)
-        else:
-            local[s[0]] = result
+    bar = progress(total=len(todo), desc=f"{desc} (rank {ctx.rank})", unit="shard")
+    try:
+        for s in _claimer(ctx, todo):
+            result = compute(*s)
+            if store is not None:
+                store.save(s, result)
+                local[s[0]] = None
+            else:
+                local[s[0]] = result
+            bar.update(1)
+    finally:
+        bar.close()
+    counts = [len(local)]
+    if ctx.active:
+        counts = [None] * ctx.world_size if ctx.is_main else []
     if store is None:
         if ctx.active:
             parts: list[Any] = [None] * ctx.world_size if ctx.is_main else []
@@ -258,13 +337,27 @@ def run_sharded(n: int, compute: Callable[[int, int], Any], *, shard_size: int =
         merged: dict[int, Any] = {}
         for p in parts:
             merged.update(p)
-        return [merged[s[0]] for s in shards]
+        out = [merged[s[0]] for s in shards]
+        _finish(ctx, n, shards, [len(p) for p in parts], t0, desc)
+        return out
     if ctx.active:
-        dist.barrier()  # every shard file is written
+        dist.gather_object(len(local), counts if ctx.is_main else None, dst=0)  # also a barrier
     if not ctx.is_main:
         return None
     missing = [s for s in shards if not store.done(s)]
     if missing:
         raise RuntimeError(f"{len(missing)} shard result(s) missing under {store.folder}, "
                            f"e.g. {store.path(missing[0]).name}")
-    return [store.load(s) for s in shards]
+    out = [store.load(s) for s in shards]
+    _finish(ctx, n, shards, counts, t0, desc)
+    return out
+
+
+def _finish(ctx: Context, n: int, shards: list, per_rank: Sequence[int], t0: float,
+            desc: str) -> None:
+    timing = ShardTiming(items=n, shards=len(shards), computed=sum(per_rank),
+                         world_size=ctx.world_size, seconds=time.perf_counter() - t0,
+                         per_rank=tuple(per_rank))
+    _LAST[:] = [timing]
+    if progress_mode() != "0":
+        print(timing.line(desc), file=sys.stderr, flush=True)
