@@ -173,6 +173,38 @@ def test_random_transform_identity_shift_and_determinism():
         random_transform(x, g, scale=(1.1, 0.9))
 
 
+def test_cheap_transform_is_an_integer_shift_and_a_shared_zoom():
+    """rotate = 0: each image is its input shifted by whole pixels (|shift| <= jitter, zeros
+    coming in), and a zoom of 1/2 puts the batch, halved, in the centre of a zero frame."""
+    x = torch.rand(5, 2, 9, 7)
+    y = random_transform(x, torch.Generator().manual_seed(2), jitter=3)
+    for xi, yi in zip(x, y):
+        found = []
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                p = torch.nn.functional.pad(xi, (3, 3, 3, 3))[:, 3 + dy: 12 + dy, 3 + dx: 10 + dx]
+                found += [(dy, dx)] if torch.equal(p, yi) else []
+        assert len(found) == 1
+    ones = random_transform(torch.ones(2, 1, 8, 8), torch.Generator(), scale=(0.5, 0.5))
+    frame = torch.zeros(8, 8)
+    frame[2:6, 2:6] = 1
+    assert torch.equal(ones[0, 0], frame) and torch.equal(ones[1, 0], frame)
+    a = random_transform(x, torch.Generator().manual_seed(4), jitter=2, scale=(0.8, 1.25))
+    b = random_transform(x, torch.Generator().manual_seed(4), jitter=2, scale=(0.8, 1.25))
+    assert torch.equal(a, b) and a.shape == x.shape
+
+
+def test_cosine_schedule_factors_and_bad_schedule():
+    from deepinside.class_model import _lr_factors
+
+    assert _lr_factors("constant", 3) == [1.0, 1.0, 1.0]
+    assert _lr_factors("cosine", 4) == pytest.approx([1.0, (1 + 2 ** -0.5) / 2, 0.5,
+                                                      (1 - 2 ** -0.5) / 2])
+    with pytest.raises(ValueError):
+        class_model(linear_clf(), [0], steps=2, param=FourierParam(schedule="linear"),
+                    show_progress=False)
+
+
 def test_high_frequency_share_of_known_patterns():
     yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     checker = ((xx + yy) % 2).float().expand(1, 3, 32, 32)             # only f = (0.5, 0.5)
