@@ -234,13 +234,19 @@ def _targets(clf: Any, target: Any, n: int, base_top: torch.Tensor, k: int) -> t
         t = torch.full((n,), _class(clf, target, k), dtype=torch.long, device=base_top.device)
     else:
         t = torch.tensor([_class(clf, c, k) for c in target], dtype=torch.long, device=base_top.device)
-    if t.numel() == 1 and n > 1:
-        t = t.expand(n).clone()
-    if t.numel() != n:
-        raise ValueError(f"target has {t.numel()} classes for {n} images")
-    if int(t.min()) < 0 or int(t.max()) >= k:
-        raise ValueError(f"target {t.tolist()} out of range: the network has {k} classes")
-    return t
+    return _one_per_image(t, n, k, "target", "classes", "the network has {k} classes")
+
+
+def _one_per_image(v: torch.Tensor, n: int, k: int, name: str, what: str, limit: str) -> torch.Tensor:
+    """``v`` ``(N,)``, one index per image (a single one repeated), each in ``[0, k)``; else a
+    ValueError naming ``name``, ``what`` it holds and the ``limit`` (``{k}`` formatted)."""
+    if v.numel() == 1 and n > 1:
+        v = v.expand(n).clone()
+    if v.numel() != n:
+        raise ValueError(f"{name} has {v.numel()} {what} for {n} images")
+    if int(v.min()) < 0 or int(v.max()) >= k:
+        raise ValueError(f"{name} {v.tolist()} out of range: {limit.format(k=k)}")
+    return v
 
 
 def _class(clf: Any, c: Any, k: int) -> int:
@@ -573,13 +579,7 @@ def _units(unit: Any, totals: torch.Tensor, n: int) -> torch.Tensor:
     if unit is None:
         return totals.argmax(1)
     u = torch.as_tensor(unit, dtype=torch.long, device=totals.device).reshape(-1)
-    if u.numel() == 1:
-        u = u.expand(n).clone()
-    if u.numel() != n:
-        raise ValueError(f"unit has {u.numel()} entries for {n} images")
-    if int(u.min()) < 0 or int(u.max()) >= c:
-        raise ValueError(f"unit {u.tolist()} out of range: the layer has {c} feature maps")
-    return u
+    return _one_per_image(u, n, c, "unit", "entries", "the layer has {k} feature maps")
 
 
 # -- boxes for the chapter's measurements ----------------------------------------------------
