@@ -205,3 +205,65 @@ def test_randomisation_leaves_the_pretrained_model_unchanged(clf, photos):
     res = di.randomisation_test(clf, x, "gradient", blocks=blocks[:1])
     assert res["spearman_abs"][0][1] < 0.9          # a random classifier: another gradient map
     assert_same_state(before, model_state(clf.net))
+
+
+def test_smooth_maps_of_a_delta_is_the_gaussian():
+    m = torch.zeros(1, 41, 41)
+    m[0, 20, 20] = 1.0
+    assert torch.equal(dm.smooth_maps(m, 0.0), m)
+    s = dm.smooth_maps(m, 2.0)[0]
+    assert s.sum().item() == pytest.approx(1.0, abs=1e-5)      # nothing reaches the border
+    assert divmod(int(s.argmax()), 41) == (20, 20)
+    # separable Gaussian: value at (dy, dx) / value at the peak = exp(-(dy^2 + dx^2) / 2 sigma^2)
+    assert (s[23, 21] / s[20, 20]).item() == pytest.approx(np.exp(-10 / 8), rel=1e-4)
+    # zero padding: a peak in the corner keeps the kernel's quarter plus half its axes
+    g = np.exp(-np.arange(-8, 9) ** 2 / 8)
+    g /= g.sum()
+    m[0] = 0
+    m[0, 0, 0] = 1.0
+    assert dm.smooth_maps(m, 2.0).sum().item() == pytest.approx(g[8:].sum() ** 2, rel=1e-4)
+
+
+def test_pointing_in_the_full_frame_and_smoothing():
+    tiny = tiny_classifier()           # input_size 16: a 32 x 48 image is fed at 16 x 24
+    items = [(Image.new("RGB", (32, 48)), SimpleNamespace(boxes=((20, 36, 32, 48),), label=0))]
+    m = torch.zeros(24, 16)            # (h, w) of the full frame
+    m[20, 12] = 1.0                    # -> original pixels around (25, 41): in the box
+    m[2, 2] = 0.9                      # a second, isolated peak far from it
+    res = dm.pointing_game(tiny, items, [m.clone()], tolerance=0, crops="full")
+    x, y = res["points"][0]
+    assert 24 <= x <= 26 and 40 <= y <= 42 and res["hits"][0]
+    # a broad bump outweighs the sharp peak once smoothed
+    m = torch.zeros(24, 16)
+    m[18:24, 10:16] = 0.5
+    m[2, 2] = 1.0
+    sharp = dm.pointing_game(tiny, items, [m], tolerance=0, crops="full")
+    smooth = dm.pointing_game(tiny, items, [m], tolerance=0, crops="full", smooth=0.05)
+    assert not sharp["hits"][0] and smooth["hits"][0]
+    with pytest.raises(ValueError, match="crops"):
+        dm.pointing_game(tiny, items, [m], crops="ten")
+    with pytest.raises(ValueError, match="smooth"):
+        dm.pointing_game(tiny, items, [m], smooth=-1)
+    # maps computed in the full frame: one per image, the frame's shape
+    got = dm.pointing_maps(tiny, [items[0][0]], [0], "gradient", "full")
+    assert [tuple(g.shape) for g in got] == [(24, 16)]
+
+
+def test_pointing_protocols_match_single_calls():
+    tiny = tiny_classifier()
+    items = _records([((0, 0, 8, 8), 0), ((8, 8, 16, 16), 1), ((4, 0, 16, 6), 2)])
+    got = dm.pointing_protocols(tiny, items, "gradient", tolerance=2)
+    assert list(got) == list(dm.PROTOCOLS)
+    for (crops, sm), res in got.items():
+        one = dm.pointing_game(tiny, items, "gradient", 2, crops=crops, smooth=sm)
+        assert res["points"].tolist() == one["points"].tolist()
+
+
+def test_pointing_table_cells_are_paired_differences():
+    res = {"centre": {"hits": np.array([1, 0, 1, 0], bool)},
+           "map": {"hits": np.array([1, 1, 1, 0], bool)}}
+    table = dm.pointing_table(res, {"all": slice(None), "odd": slice(1, None, 2)})
+    lines = table.splitlines()
+    assert lines[0] == "| protocol / method | all (n = 4) | odd (n = 2) |"
+    assert lines[2] == "| centre | 50.0 ± 28.9 | 0.0 ± 0.0 |"
+    assert lines[3] == "| map | 75.0 ± 25.0 (+25.0 ± 25.0) | 50.0 ± 50.0 (+50.0 ± 50.0) |"

@@ -41,10 +41,11 @@ from .frames import map_to_image
 from .maps import _REGISTRY, compute_maps, map_names
 from .models import Classifier, frozen
 
-__all__ = ["pointing_game", "pointing_hits", "centre_point", "deletion_insertion", "baseline_maps",
+__all__ = ["pointing_game", "pointing_hits", "centre_point", "pointing_maps", "map_points",
+           "smooth_maps", "pointing_protocols", "PROTOCOLS", "deletion_insertion", "baseline_maps",
            "randomisation_test", "randomisation_blocks", "RandomisationResult", "map_similarity",
            "SIMILARITIES", "BASELINES", "evaluate_maps", "summary_markdown", "cached", "sem",
-           "spaced_items", "unlabelled_items", "dataset_key", "pointing_markdown", "curves_figure", "randomisation_figure", "similarity_figure"]
+           "spaced_items", "unlabelled_items", "dataset_key", "pointing_markdown", "pointing_table", "curves_figure", "randomisation_figure", "similarity_figure"]
 
 #: Orders that are not saliency methods: the baselines of the pointing game and deletion/insertion.
 BASELINES = ("centre", "random")
@@ -137,29 +138,97 @@ def _class_boxes(rec: Any) -> list[tuple[float, float, float, float]]:
     return [b for b, w in zip(rec.boxes, wnids) if w == rec.wnid] or list(rec.boxes)
 
 
+def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of ``(N, H, W)`` maps with standard deviation ``sigma`` pixels, zero
+    padding, kernel truncated at 4 sigma (TorchRay's ``imsmooth``, used by its pointing-game
+    benchmark with sigma = 2 % of the image's larger side). ``sigma <= 0``: unchanged."""
+    if sigma <= 0:
+        return maps
+    r = max(1, int(np.ceil(4 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=maps.device)
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    y = maps.float()[:, None]
+    y = F.conv2d(y, g.view(1, 1, 1, -1), padding=(0, r))
+    return F.conv2d(y, g.view(1, 1, -1, 1), padding=(r, 0))[:, 0]
+
+
+def pointing_maps(clf: Classifier, images: Sequence[Image.Image], targets: Sequence[int],
+                  method: str, crops: str = "center", *, batch_size: int = 16,
+                  **options: Any) -> list[torch.Tensor]:
+    """Maps of ``method`` for the pointing game, one ``(h, w)`` CPU tensor per image, in the frame
+    ``crops``: ``"center"`` the network's centre crop (:func:`deepinside.compute_maps` on
+    ``clf.preprocess``), ``"full"`` the whole image resized so its shorter side is
+    ``clf.input_size`` (:func:`deepinside.localisation.full_image_input`, TorchRay's
+    ``Resize(224)`` without a crop); equally sized inputs go through the method together."""
+    from .frames import check_crops
+    from .localisation import full_image_input
+
+    if check_crops(crops, ("center", "full")) == "center":
+        return list(compute_maps(clf, list(images), list(targets), method=method,
+                                 batch_size=batch_size, **options).cpu())
+    out: list[torch.Tensor | None] = [None] * len(images)
+    groups: dict[tuple[int, int], list[int]] = {}
+    inputs = [full_image_input(clf, im) for im in images]
+    for k, x in enumerate(inputs):
+        groups.setdefault(tuple(x.shape[2:]), []).append(k)
+    for ks in groups.values():
+        m = compute_maps(clf, torch.cat([inputs[k] for k in ks]), [targets[k] for k in ks],
+                         method=method, batch_size=batch_size, **options).cpu()
+        for k, mk in zip(ks, m):
+            out[k] = mk
+    return out  # type: ignore[return-value]
+
+
+def map_points(maps: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]], clf: Classifier,
+               crops: str = "center", smooth: float = 0.0) -> np.ndarray:
+    """The pointing game's point of each map: put back on the original ``W x H`` pixels
+    (:func:`deepinside.frames.map_to_image`, bilinear, zero outside the frame), smoothed with a
+    Gaussian of sigma ``smooth * max(W, H)`` (:func:`smooth_maps`; TorchRay: 0.02), and its
+    maximum (first in raster order on ties). Returns ``(N, 2)`` integer ``(x, y)``."""
+    if not smooth >= 0:
+        raise ValueError(f"smooth must be >= 0 (a fraction of the image side), got {smooth!r}")
+    points = np.zeros((len(maps), 2), dtype=int)
+    for k, (m, size) in enumerate(zip(maps, sizes)):
+        full = map_to_image(m.float().cpu(), size, clf, crops)
+        full = smooth_maps(full[None], smooth * max(size))[0]
+        y, x = divmod(int(full.argmax()), full.shape[1])
+        points[k] = (x, y)
+    return points
+
+
 def pointing_game(
     clf: Classifier,
     dataset: Any,
-    maps: str | torch.Tensor = "gradient",
+    maps: str | torch.Tensor | Sequence[torch.Tensor] = "gradient",
     tolerance: float = 15,
     *,
+    crops: str = "center",
+    smooth: float = 0.0,
     batch_size: int = 16,
     **options: Any,
 ) -> dict[str, Any]:
     """The pointing game (Zhang et al. 2016/2018) on images with ground-truth boxes.
 
-    For each image the map of its ground-truth class (on the centre crop, :mod:`deepinside.maps`)
-    is put back on the original pixels (:func:`deepinside.frames.map_to_image`, zero outside the
-    crop) and its maximum (first in raster order on ties) is the point; :func:`pointing_hits`
-    decides hit or miss. ``maps="centre"`` is the centre-point baseline (:func:`centre_point`).
+    For each image the map of its ground-truth class is computed in the frame ``crops``
+    (:func:`pointing_maps`), put back on the original pixels, optionally smoothed, and its
+    maximum is the point (:func:`map_points`); :func:`pointing_hits` decides hit or miss.
+    ``maps="centre"`` is the centre-point baseline (:func:`centre_point`).
+
+    TorchRay's benchmark protocol (Fong et al. 2019, ``examples/attribution_benchmark.py``) is
+    ``crops="full", smooth=0.02`` for the gradient-type maps (no smoothing for Grad-CAM); the
+    defaults (centre crop, no smoothing) are the frame of :mod:`deepinside.maps`.
 
     Args:
         clf: the classifier.
         dataset: a :class:`deepinside.IlsvrcDataset` or a sequence of ``(PIL image, record)``
             (records with ``.boxes``, ``.label``, optionally ``.wnid``/``.box_wnids``).
-        maps: a method name (:func:`deepinside.map_names`), ``"centre"``, or precomputed
-            ``(N, H, W)`` maps on the centre crop's input grid, in dataset order.
+        maps: a method name (:func:`deepinside.map_names`), ``"centre"``, precomputed
+            ``(N, H, W)`` maps on the centre crop's input grid, or a list of ``(h, w)`` maps in
+            the frame ``crops`` (as :func:`pointing_maps` returns), in dataset order.
         tolerance: hit radius in original pixels (15 in the protocol).
+        crops: ``"center"`` or ``"full"`` (see :func:`pointing_maps`).
+        smooth: Gaussian sigma as a fraction of the image's larger side (0: none).
         batch_size, **options: passed to :func:`deepinside.compute_maps`.
 
     Returns:
@@ -169,38 +238,45 @@ def pointing_game(
         the image inside the class's boxes}`` (Zhang et al.'s "difficult" images are those whose
         boxes cover less than a quarter of the image).
     """
+    from .frames import check_crops
+
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
+    check_crops(crops, ("center", "full"))
+    if not smooth >= 0:
+        raise ValueError(f"smooth must be >= 0 (a fraction of the image side), got {smooth!r}")
     seq = _indexable(dataset)
     n = len(seq)
     if isinstance(maps, torch.Tensor):
         if maps.ndim != 3 or len(maps) != n:
             raise ValueError(f"precomputed maps must be (N={n}, H, W), got {tuple(maps.shape)}")
+    elif isinstance(maps, (list, tuple)):
+        if len(maps) != n or not all(isinstance(m, torch.Tensor) and m.ndim == 2 for m in maps):
+            raise ValueError(f"a list of maps must hold N={n} (h, w) tensors")
     elif not isinstance(maps, str) or (maps not in map_names() and maps != "centre"):
         raise ValueError(f"unknown map {maps!r}: give one of {', '.join(map_names())}, 'centre', "
-                         f"or a (N, H, W) tensor")
+                         f"a (N, H, W) tensor or a list of (h, w) tensors")
     points = np.zeros((n, 2), dtype=int)
     sizes: list[tuple[int, int]] = []
     boxes: list[list[tuple[float, float, float, float]]] = []
     labels_: list[int] = []
-    for i in progress(range(0, n, batch_size), desc=f"pointing game ({maps if isinstance(maps, str) else 'maps'})"):
+    what = maps if isinstance(maps, str) else "maps"
+    for i in progress(range(0, n, batch_size), desc=f"pointing game ({what})"):
         part = [seq[j] for j in range(i, min(i + batch_size, n))]
         _check_item(part[0], i)
-        sizes += [im.size for im, _ in part]
+        size = [im.size for im, _ in part]
+        sizes += size
         boxes += [_class_boxes(r) for _, r in part]
         labels_ += [r.label for _, r in part]
         if isinstance(maps, str) and maps == "centre":
-            points[i:i + len(part)] = [centre_point(*im.size) for im, _ in part]
+            points[i:i + len(part)] = [centre_point(*s) for s in size]
             continue
-        if isinstance(maps, torch.Tensor):
-            m = maps[i:i + len(part)]
+        if isinstance(maps, str):
+            m = pointing_maps(clf, [im for im, _ in part], [r.label for _, r in part], maps,
+                              crops, batch_size=batch_size, **options)
         else:
-            m = compute_maps(clf, [im for im, _ in part], [r.label for _, r in part], method=maps,
-                             batch_size=batch_size, **options)
-        for k, (im, _) in enumerate(part):
-            full = map_to_image(m[k].float().cpu(), im.size, clf, "center")
-            y, x = divmod(int(full.argmax()), full.shape[1])
-            points[i + k] = (x, y)
+            m = list(maps[i:i + len(part)])
+        points[i:i + len(part)] = map_points(m, size, clf, crops, smooth)
     hits = pointing_hits(points, boxes, sizes, tolerance)
     labels = np.array(labels_)
     per_class = [hits[labels == c].mean() for c in np.unique(labels)]
@@ -208,6 +284,37 @@ def pointing_game(
     return {"accuracy": float(hits.mean()), "class_accuracy": float(np.mean(per_class)), "n": n,
             "classes": len(per_class), "accuracy_sem": sem(hits.astype(float)), "hits": hits,
             "labels": labels, "points": points, "box_area": area}
+
+
+#: The pointing-game protocols compared in chapter 6: (frame, smoothing), TorchRay's last.
+PROTOCOLS = (("center", 0.0), ("center", 0.02), ("full", 0.0), ("full", 0.02))
+
+
+def pointing_protocols(
+    clf: Classifier,
+    dataset: Any,
+    method: str = "gradient",
+    protocols: Sequence[tuple[str, float]] = PROTOCOLS,
+    tolerance: float = 15,
+    *,
+    batch_size: int = 16,
+    **options: Any,
+) -> dict[tuple[str, float], dict[str, Any]]:
+    """:func:`pointing_game` of one method under several ``(crops, smooth)`` protocols, the maps
+    computed once per frame. Returns ``{(crops, smooth): pointing_game dict}``."""
+    items = _items(dataset)
+    images, labels = [im for im, _ in items], [r.label for _, r in items]
+    maps: dict[str, list[torch.Tensor]] = {}
+    out = {}
+    for crops, sm in protocols:
+        if crops not in maps:
+            maps[crops] = [m for i in range(0, len(items), batch_size)
+                           for m in pointing_maps(clf, images[i:i + batch_size],
+                                                  labels[i:i + batch_size], method, crops,
+                                                  batch_size=batch_size, **options)]
+        out[(crops, sm)] = pointing_game(clf, items, maps[crops], tolerance, crops=crops,
+                                         smooth=sm, batch_size=batch_size)
+    return out
 
 
 # -- deletion and insertion --------------------------------------------------------------------------
@@ -609,6 +716,8 @@ def evaluate_maps(
     *,
     options: dict[str, dict[str, Any]] | None = None,
     tolerance: float = 15,
+    crops: str = "center",
+    smooth: float | dict[str, float] = 0.0,
     deletion_images: int | None = None,
     steps: int = 16,
     batch_size: int = 16,
@@ -623,6 +732,9 @@ def evaluate_maps(
             pointing game and the centre-first order in deletion/insertion; ``"random"``: random
             order, no pointing game).
         options: per method, options of :func:`compute_maps`.
+        crops, smooth: the pointing game's frame and smoothing (:func:`pointing_game`);
+            ``smooth`` may be one value per method (``{method: fraction}``, missing: 0). With
+            ``crops="full"`` the pointing game computes its own maps on the whole image.
         deletion_images: deletion/insertion on the first this many images (None: all).
         steps: deletion/insertion steps.
 
@@ -632,22 +744,26 @@ def evaluate_maps(
     items = _items(dataset)
     nd = len(items) if deletion_images is None else min(int(deletion_images), len(items))
     labels = [r.label for _, r in items]
-    x = clf.preprocess([im for im, _ in items[:nd]])
+    x = clf.preprocess([im for im, _ in items[:nd]]) if nd else None
     out: dict[str, dict[str, Any]] = {}
     for method in methods:
         opts = dict((options or {}).get(method, {}))
         if method in BASELINES:
             pg = pointing_game(clf, items, "centre", tolerance) if method == "centre" else None
             di_ = deletion_insertion(clf, x, method, labels[:nd], steps=steps, batch_size=batch_size,
-                                     seed=seed)
+                                     seed=seed) if nd else None
         else:
+            sm = smooth.get(method, 0.0) if isinstance(smooth, dict) else smooth
+            reach = len(items) if crops == "center" else nd
             m = torch.cat([compute_maps(clf, [im for im, _ in items[i:i + batch_size]],
                                         labels[i:i + batch_size], method, batch_size=batch_size,
                                         **opts).cpu()
-                           for i in range(0, len(items), batch_size)])
-            pg = pointing_game(clf, items, m, tolerance)
+                           for i in range(0, reach, batch_size)]) if reach else None
+            pg = (pointing_game(clf, items, m, tolerance, smooth=sm) if crops == "center" else
+                  pointing_game(clf, items, method, tolerance, crops=crops, smooth=sm,
+                                batch_size=batch_size, **opts))
             di_ = deletion_insertion(clf, x, m[:nd].to(clf.device), labels[:nd], steps=steps,
-                                     batch_size=batch_size, seed=seed)
+                                     batch_size=batch_size, seed=seed) if nd else None
         out[method] = {"pointing": pg, "deletion": di_}
     return out
 
@@ -719,7 +835,9 @@ def curves_figure(results: dict[str, dict[str, Any]], names: dict[str, str] | No
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for m, r in results.items():
-        d = r["deletion"]
+        d = r.get("deletion")
+        if d is None:
+            continue
         for ax, k in zip(axes, ("deletion", "insertion")):
             ax.plot(d["fraction"], d[k + "_curve"].mean(0), ls="--" if m in BASELINES else "-",
                     label=f"{(names or {}).get(m, m)} ({d[k]:.3f})")
@@ -785,6 +903,26 @@ def similarity_figure(results: dict[str, RandomisationResult], names: dict[str, 
     np.atleast_1d(axes)[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def pointing_table(results: dict[str, dict[str, Any]], subsets: dict[str, Any],
+                   names: dict[str, str] | None = None, baseline: str = "centre") -> str:
+    """A Markdown table of pointing accuracy: one row per entry of ``results`` (pointing_game
+    dicts on the same images), one column per subset of the images (``{label: index or boolean
+    mask into the hits}``); each cell ``accuracy ± s.e. (difference from the baseline on the
+    same images ± its paired s.e.)``, in percent."""
+    base = np.asarray(results[baseline]["hits"], dtype=float)
+    head = ["protocol / method"] + [f"{k} (n = {len(base[v])})" for k, v in subsets.items()]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(subsets)]
+    for m, r in results.items():
+        h = np.asarray(r["hits"], dtype=float)
+        cells = [(names or {}).get(m, m)]
+        for sel in subsets.values():
+            a, d = h[sel], h[sel] - base[sel]
+            cell = f"{100 * a.mean():.1f} ± {100 * sem(a):.1f}"
+            cells.append(cell if m == baseline else f"{cell} ({100 * d.mean():+.1f} ± {100 * sem(d):.1f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def pointing_markdown(results: dict[str, dict[str, Any]], subsets: dict[str, Any],
