@@ -194,6 +194,13 @@ def test_evaluate_maps_and_table():
     pm = dm.pointing_markdown({m: res[m]["pointing"] for m in ("gradient", "centre")},
                               {"all": slice(None), "first two": slice(0, 2)})
     assert "| all | 5 |" in pm and "| first two | 2 |" in pm
+    # the pointing game in another frame, with per-method smoothing; no deletion images
+    full = dm.evaluate_maps(tiny, items, ["gradient", "cam"], crops="full",
+                            smooth={"gradient": 0.1}, deletion_images=0)
+    for m, sm in (("gradient", 0.1), ("cam", 0.0)):
+        one = dm.pointing_game(tiny, items, m, crops="full", smooth=sm)
+        assert full[m]["pointing"]["points"].tolist() == one["points"].tolist()
+        assert full[m]["deletion"] is None
 
 
 @pytest.mark.slow

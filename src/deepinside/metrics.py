@@ -3,7 +3,10 @@
 - **Pointing game** (Zhang et al. 2016/2018, the protocol of TorchRay's benchmark): the map's
   maximum, in original image pixels, is a *hit* when it lies within ``tolerance`` (15) pixels of
   a ground-truth box of the class; accuracy over images and averaged over classes, beside the
-  centre-point baseline (the image's centre as the "maximum").
+  centre-point baseline (the image's centre as the "maximum"). TorchRay computes the maps on the
+  whole image at the network's scale and smooths them before taking the maximum
+  (``crops="full", smooth=0.02``); maps of the centre crop (the default frame) are zero in the
+  margins, a centre prior of their own.
 - **Deletion and insertion** (Petsiuk et al. 2018, RISE, Sect. 4.1): pixels are removed (deletion:
   set to the fill value) or added (insertion: copied onto a blurred version of the image) in the
   order of the map, a fixed number per step, while the probability of the class is tracked; the
@@ -17,7 +20,8 @@
   does.
 
 All three take maps by method name (:func:`deepinside.compute_maps`) or precomputed ``(N, H, W)``
-tensors on the centre crop's input grid (the frame of :mod:`deepinside.maps`).
+tensors on the centre crop's input grid (the frame of :mod:`deepinside.maps`); the pointing game
+also takes a list of ``(h, w)`` maps in its ``crops`` frame.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ __all__ = ["pointing_game", "pointing_hits", "centre_point", "pointing_maps", "m
            "smooth_maps", "pointing_protocols", "PROTOCOLS", "deletion_insertion", "baseline_maps",
            "randomisation_test", "randomisation_blocks", "RandomisationResult", "map_similarity",
            "SIMILARITIES", "BASELINES", "evaluate_maps", "summary_markdown", "cached", "sem",
-           "spaced_items", "unlabelled_items", "dataset_key", "pointing_markdown", "pointing_table", "curves_figure", "randomisation_figure", "similarity_figure"]
+           "spaced_items", "unlabelled_items", "dataset_key", "pointing_markdown",
+           "pointing_table", "curves_figure", "randomisation_figure", "similarity_figure"]
 
 #: Orders that are not saliency methods: the baselines of the pointing game and deletion/insertion.
 BASELINES = ("centre", "random")
@@ -920,7 +925,8 @@ def pointing_table(results: dict[str, dict[str, Any]], subsets: dict[str, Any],
         for sel in subsets.values():
             a, d = h[sel], h[sel] - base[sel]
             cell = f"{100 * a.mean():.1f} ± {100 * sem(a):.1f}"
-            cells.append(cell if m == baseline else f"{cell} ({100 * d.mean():+.1f} ± {100 * sem(d):.1f})")
+            gap = f" ({100 * d.mean():+.1f} ± {100 * sem(d):.1f})"
+            cells.append(cell if m == baseline else cell + gap)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
