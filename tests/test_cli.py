@@ -165,9 +165,45 @@ def test_evaluate_prints_the_table(capsys, ilsvrc_root):
     code, out, err = _run(capsys, "evaluate", str(ilsvrc_root), "--limit", "3", "--device", "cpu")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("3 images") and "crops=center" in lines[0]
+    assert lines[0].startswith("3 images") and "crops=full" in lines[0]
     rows = [ln for ln in lines if ln.endswith("%")]
-    assert len(rows) == 6 and rows[0].startswith("GraphCut") and rows[-1].startswith("classification error")
+    assert len(rows) == len(cli.EVALUATE_ROWS) + 1
+    assert rows[0].startswith("GraphCut") and rows[-1].startswith("classification error")
     for r in rows:
         vals = [float(v.rstrip("%")) for v in r.split()[-2:]]
         assert all(0.0 <= v <= 100.0 for v in vals)
+
+
+@pytest.mark.slow
+def test_evaluate_maps_and_boxes_flags(capsys, ilsvrc_root):
+    code, out, err = _run(capsys, "evaluate", str(ilsvrc_root), "--limit", "3", "--device", "cpu",
+                          "--maps", "cam", "--boxes", "threshold", "--crops", "center")
+    assert code == 0, err
+    rows = [ln for ln in out.splitlines() if ln.endswith("%")]
+    assert [r.split("  ")[0] for r in rows] == ["threshold on cam maps", "centred box, 80 % of each side",
+                                                "whole image", "classification error"]
+    assert "crops=center" in out.splitlines()[0]
+
+
+def test_evaluate_rows_from_the_flags():
+    from argparse import Namespace
+
+    from deepinside import evaluation as ev
+
+    assert cli._evaluate_rows(Namespace(maps=None, boxes=None)) is cli.EVALUATE_ROWS
+    rows = cli._evaluate_rows(Namespace(maps="gradcam", boxes="threshold"))
+    (name, (m, make)), *baselines = rows.items()
+    assert name == "threshold on gradcam maps" and m == "gradcam" and make() == ev.threshold()
+    assert [v[0] for _, v in baselines] == [None, None]
+    name, (m, make) = next(iter(cli._evaluate_rows(Namespace(maps="cam", boxes=None)).items()))
+    assert m == "cam" and make() == ev.graphcut()
+    name, (m, make) = next(iter(cli._evaluate_rows(Namespace(maps=None, boxes="graphcut")).items()))
+    assert m == "gradient"
+    only = cli._evaluate_rows(Namespace(maps=None, boxes="full_image"))
+    assert all(m is None for m, _ in only.values()) and "whole image" in only
+
+
+@pytest.mark.parametrize("flag", [["--maps", "nope"], ["--boxes", "oracle"]])
+def test_evaluate_unknown_maps_or_boxes_is_a_usage_error(capsys, flag):
+    code, _, err = _run(capsys, "evaluate", "root", *flag)
+    assert code == 2 and "invalid choice" in err

@@ -129,15 +129,15 @@ def tiny(clf, photos):
 def test_full_image_baseline_and_classification(clf, tiny):
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
-    r = di.evaluate_localisation(clf, ds, method="full_image")
+    r = di.evaluate_localisation(clf, ds, boxes="full_image")
     assert r == {"top1_loc_err": 0.0, "top5_loc_err": 0.0, "top1_cls_err": 0.0, "top5_cls_err": 0.0, "n": 2}
     # a tiny GT box in a corner: the whole image box misses it
     corner = [(0, 0, 10, 10)] * 2
-    r = di.evaluate_localisation(clf, TinyDataset(ims, top, corner), method="full_image")
+    r = di.evaluate_localisation(clf, TinyDataset(ims, top, corner), boxes="full_image")
     assert r["top5_loc_err"] == 1.0 and r["top5_cls_err"] == 0.0
     # wrong labels: classification and localisation both fail
     wrong = [(t + 500) % 1000 for t in top]
-    r = di.evaluate_localisation(clf, TinyDataset(ims, wrong, whole), method="centered_box", topk=1)
+    r = di.evaluate_localisation(clf, TinyDataset(ims, wrong, whole), boxes="centered_box", topk=1)
     assert r["top1_loc_err"] == 1.0 and r["top1_cls_err"] == 1.0 and "top1_loc_err" in r
     assert di.evaluate_classification(clf, ds) == {"top1_cls_err": 0.0, "top5_cls_err": 0.0, "n": 2}
 
@@ -161,7 +161,7 @@ def test_graphcut_on_photos_uses_the_cache(clf, tiny):
     off = [(0, 0, 5, 5)] * 2
     r = di.evaluate_localisation(clf, TinyDataset(ims, top, off), cache=cache)
     assert r["top1_loc_err"] == r["top5_loc_err"] == 1.0 and r["top1_cls_err"] == 0.0
-    r = di.evaluate_localisation(clf, TinyDataset(ims, top, found), cache=cache, method="threshold",
+    r = di.evaluate_localisation(clf, TinyDataset(ims, top, found), cache=cache, boxes="threshold",
                                  threshold=0.15, threshold_smooth=0.02)
     assert set(r) == {"top1_loc_err", "top5_loc_err", "top1_cls_err", "top5_cls_err", "n"}
 
@@ -171,7 +171,7 @@ def test_evaluation_bad_inputs(clf, tiny):
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
     with pytest.raises(ValueError, match="method"):
-        di.evaluate_localisation(clf, ds, method="oracle")
+        di.evaluate_localisation(clf, ds, boxes="oracle")
     cache = SaliencyCache("center", np.zeros((1, 5), int), np.zeros((1, 5)), [(10, 10)])
     with pytest.raises(ValueError, match="cache holds 1 images"):
         di.evaluate_localisation(clf, ds, cache=cache)
@@ -186,7 +186,7 @@ def test_on_ilsvrc_sample(clf, ilsvrc_root):
     ds = di.IlsvrcDataset(ilsvrc_root, limit=6)
     cache = precompute_saliency(clf, ds, crops="center")
     ours = di.evaluate_localisation(clf, ds, cache=cache)
-    whole = di.evaluate_localisation(clf, ds, cache=cache, method="full_image")
+    whole = di.evaluate_localisation(clf, ds, cache=cache, boxes="full_image")
     assert ours["n"] == whole["n"] == 6
     assert ours["top5_cls_err"] == whole["top5_cls_err"]  # same classes, only the boxes differ
     assert ours["top1_loc_err"] >= ours["top1_cls_err"] and ours["top5_loc_err"] >= ours["top5_cls_err"]
@@ -199,10 +199,10 @@ def test_compare_methods_and_table(clf, tiny):
 
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
-    res = compare_methods(clf, ds, {"whole": dict(method="full_image"), "centre": dict(method="centered_box")})
+    res = compare_methods(clf, ds, {"whole": dict(boxes="full_image"), "centre": dict(boxes="centered_box")})
     assert list(res) == ["whole", "centre"] and res["whole"]["top5_loc_err"] == 0.0
     assert res["centre"]["top5_loc_err"] == 0.0  # 64 % of the area: IoU 0.64 >= 0.5
-    small = compare_methods(clf, ds, {"small centre": dict(method="centered_box", center_fraction=0.6)})
+    small = compare_methods(clf, ds, {"small centre": dict(boxes="centered_box", center_fraction=0.6)})
     assert small["small centre"]["top1_loc_err"] == 1.0  # IoU 0.36 < 0.5
     table = results_markdown({**res, **small}, reference={"paper": (None, 0.464)})
     lines = table.splitlines()
@@ -234,25 +234,25 @@ def test_a_new_box_method_is_one_function():
     assert r["top1_loc_err"] == 0.0 and r["top1_cls_err"] == 0.0 and r["n"] == 4
     assert di.evaluate_localisation(clf, ds, topk=2, boxes=lambda g: None)["top2_loc_err"] == 1.0
     whole = di.evaluate_localisation(clf, ds, topk=2, boxes=ev.full_image())
-    assert whole == di.evaluate_localisation(clf, ds, topk=2, method="full_image")
+    assert whole == di.evaluate_localisation(clf, ds, topk=2, boxes="full_image")
 
 
 def test_box_methods_by_name_keyword_and_object_agree():
     clf, ims, top = _tiny_setup()
     ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
     cache = precompute_saliency(clf, ds, topk=2)
-    a = di.evaluate_localisation(clf, ds, topk=2, cache=cache, method="threshold", threshold=0.3)
+    a = di.evaluate_localisation(clf, ds, topk=2, cache=cache, boxes="threshold", threshold=0.3)
     b = di.evaluate_localisation(clf, ds, topk=2, cache=cache, boxes=ev.threshold(0.3))
     assert a == b
-    c = di.evaluate_localisation(clf, ds, topk=2, cache=cache, method="graphcut", pairwise=0.0)
+    c = di.evaluate_localisation(clf, ds, topk=2, cache=cache, boxes="graphcut", pairwise=0.0)
     d = di.evaluate_localisation(clf, ds, topk=2, cache=cache,
-                                 boxes=ev.graphcut(replace(SegmentParams(), pairwise=0.0)))
+                                 boxes=ev.graphcut(replace(ev.DEFAULT_SEGMENT, pairwise=0.0)))
     assert c == d
     assert ev.box_method("centered_box", center_fraction=0.5) == ev.centred_box(0.5)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="boxes must be one of"):
         ev.box_method("oracle")
     with pytest.raises(TypeError, match="graphcut"):
-        ev.box_method(method="threshold", pairwise=0)
+        ev.box_method(boxes="threshold", pairwise=0)
     with pytest.raises(ValueError, match="fraction"):
         ev.centred_box(1.5)
 
@@ -266,7 +266,7 @@ def test_one_classification_pass_per_image():
     cache = precompute_saliency(clf, ds, topk=2)
     assert sum(calls) == len(ims)
     for method in ("graphcut", "threshold", "full_image", "centered_box"):
-        di.evaluate_localisation(clf, ds, topk=2, cache=cache, method=method)
+        di.evaluate_localisation(clf, ds, topk=2, cache=cache, boxes=method)
     assert sum(calls) == len(ims)                     # the methods reuse the cache's top-k
 
 
@@ -274,10 +274,107 @@ def test_any_registered_map_by_name():
     clf, ims, top = _tiny_setup()
     ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
     grad = precompute_saliency(clf, ds, topk=2, maps="gradient")
-    assert grad.maps.keys() == precompute_saliency(clf, ds, topk=2).maps.keys()
-    for key, m in grad.maps.items():
-        assert np.array_equal(m, precompute_saliency(clf, ds, topk=2).maps[key])
+    rule = precompute_saliency(clf, ds, topk=2, maps="gradient", crops="full")
+    default = precompute_saliency(clf, ds, topk=2)       # the default map: gradient x Grad-CAM
+    gated = precompute_saliency(clf, ds, topk=2, maps="gradient_gradcam", crops="full")
+    assert grad.maps.keys() == default.maps.keys() == gated.maps.keys()
+    for key, m in default.maps.items():
+        assert np.array_equal(m, gated.maps[key])
+    guided = precompute_saliency(clf, ds, topk=2, rule="guided")   # a rule alone: its map
+    assert np.array_equal(guided.maps[(0, 0)],
+                          precompute_saliency(clf, ds, topk=2, maps="guided").maps[(0, 0)])
+    assert not np.array_equal(rule.maps[(0, 0)], default.maps[(0, 0)])
     r = di.evaluate_localisation(clf, ds, topk=2, maps="gradcam", boxes="threshold")
     assert set(r) == {"top1_loc_err", "top2_loc_err", "top1_cls_err", "top2_cls_err", "n"}
     with pytest.raises(ValueError, match="crops='center'"):
         precompute_saliency(clf, ds, topk=2, maps="gradcam", crops="ten")
+
+
+def test_method_keyword_is_a_deprecated_alias_of_boxes():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
+    cache = precompute_saliency(clf, ds, topk=2)
+    for name in ("graphcut", "threshold", "full_image", "centered_box"):
+        with pytest.warns(DeprecationWarning, match="boxes="):
+            old = di.evaluate_localisation(clf, ds, topk=2, cache=cache, method=name)
+        assert old == di.evaluate_localisation(clf, ds, topk=2, cache=cache, boxes=name)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not both"):
+        ev.box_method("graphcut", method="threshold")
+    with pytest.raises(TypeError, match="callable"):
+        ev.box_method(3)
+
+
+def test_outcomes_by_hand():
+    """Per-image outcomes of two hand-made box rules on 4 images with known answers."""
+    clf, ims, top = _tiny_setup()
+    gt = (0, 0, 20, 20)
+    ds = TinyDataset(ims, top, [gt] * 4)
+    cache = precompute_saliency(clf, ds, topk=2)
+    half = ev.localisation_outcomes(clf, ds, cache, lambda g: (0, 0, 20, 10), topk=2)  # IoU 1/2
+    assert half.lock.all() and half.loc1.all() and np.allclose(half.best_iou, 0.5)
+    quarter = ev.localisation_outcomes(clf, ds, cache, lambda g: (0, 0, 10, 10), topk=2)
+    assert not quarter.lock.any() and np.allclose(quarter.best_iou, 0.25)
+    assert quarter.summary() == {"top1_loc_err": 1.0, "top2_loc_err": 1.0, "top1_cls_err": 0.0,
+                                 "top2_cls_err": 0.0, "n": 4}
+    c = ev.paired_comparison(quarter, half)
+    assert c.diff == 1.0 and c.se == 0.0 and c.n == 4 and c.significant
+    both = ev.concat_outcomes(half, quarter)
+    assert both.lock.tolist() == [True] * 4 + [False] * 4 and both.topk == 2
+    wrong = TinyDataset(ims, [(t + 1) % 4 for t in top], [gt] * 4)  # top-1 never the class
+    none = ev.localisation_outcomes(clf, wrong, cache, "full_image", topk=1)
+    assert np.isnan(none.best_iou).all() and not none.lock.any() and not none.cls1.any()
+
+
+def test_bootstrap_se_by_hand():
+    assert ev.bootstrap_se(np.ones(10)) == 0.0  # no spread, no error
+    x = np.r_[np.zeros(500), np.ones(500)]  # p = 1/2: s.e. sqrt(p (1 - p) / N) = 0.0158
+    assert abs(ev.bootstrap_se(x, n_boot=4000) - np.sqrt(0.25 / 1000)) < 0.0015
+    assert ev.bootstrap_se(x, seed=1) == ev.bootstrap_se(x, seed=1)
+    c = ev.paired_comparison(np.r_[np.ones(3), np.zeros(1)], np.zeros(4))
+    assert c.diff == 0.75 and 0 < c.se < 0.3 and "points" in str(c)
+    with pytest.raises(ValueError, match="same images"):
+        ev.paired_comparison(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="at least one"):
+        ev.bootstrap_se([])
+    with pytest.raises(ValueError, match="NaN"):
+        ev.bootstrap_se([0.0, np.nan])
+
+
+def test_gradient_gradcam_is_the_product_of_its_factors():
+    """One pass gives what the two registered maps give separately, multiplied."""
+    from deepinside.maps import compute_maps
+
+    clf, ims, top = _tiny_setup()
+    before = model_state(clf.net)
+    x = clf.preprocess(ims)
+    got = compute_maps(clf, x, top, method="gradient_gradcam")
+    want = compute_maps(clf, x, top, method="gradient") * compute_maps(clf, x, top, method="gradcam")
+    assert got.shape == (len(ims), *x.shape[2:])
+    assert np.allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-7 * float(want.max()))
+    assert_same_state(before, model_state(clf.net))
+    with pytest.raises(ValueError, match="unknown layer"):
+        compute_maps(clf, x, top, method="gradient_gradcam", layer="nope")
+
+
+def test_typical_images_by_hand():
+    o = ev.Outcomes(*(np.zeros(6, bool) for _ in range(4)),
+                    np.array([0.9, np.nan, 0.1, 0.5, 0.3, 0.7]), topk=5)
+    # IoUs of the images with the class: 0.1 0.3 0.5 0.7 0.9 -> 10th/50th/90th: 0.1, 0.5, 0.9
+    assert ev.typical_images(o) == [2, 3, 0]
+    assert ev.typical_images(o, (0, 100)) == [2, 0]
+    with pytest.raises(ValueError, match="percentiles"):
+        ev.typical_images(o, (50, 101))
+    none = ev.Outcomes(*(np.zeros(2, bool) for _ in range(4)), np.full(2, np.nan), topk=5)
+    with pytest.raises(ValueError, match="no image"):
+        ev.typical_images(none)
+
+
+def test_guess_details_is_what_the_box_rule_found():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
+    cache = precompute_saliency(clf, ds, topk=2)
+    for i in range(len(ims)):
+        d = ev.guess_details(clf, ds, cache, i)
+        assert d.detection.class_index == top[i] and d.saliency.shape == (30, 40)
+        g = ev.Guess((40, 30), cache.frames[i], lambda i=i: cache.in_image(i, 0), lambda i=i: ims[i])
+        assert d.detection.box == ev.graphcut()(g)

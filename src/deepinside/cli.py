@@ -21,10 +21,11 @@ from typing import Sequence
 
 from .data import IlsvrcDataset, UnreadableImageError, load_image
 from .features import ImageList
-from .evaluation import (centred_box, evaluate_localisation, full_image, graphcut, precompute_saliency,
-                         threshold)
+from .evaluation import (METHODS, box_method, centred_box, evaluate_localisation, full_image, graphcut,
+                         precompute_saliency, threshold)
 from .frames import CROPS
 from .localisation import MIN_SIDE, localise_details
+from .maps import map_names
 from .models import WeightsUnavailableError, load_classifier, resolve_device
 from .plotting import localisation_figure, localisation_row
 
@@ -79,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="images per shard (default: %(default)s; the unit of work of a process)")
     ev.add_argument("--threads", type=_positive_int,
                     help="torch threads per process (default: torch's; torchrun sets 1)")
+    ev.add_argument("--maps", choices=map_names(), metavar="NAME",
+                    help="evaluate the boxes of this saliency method only (beside the baselines); "
+                         f"one of {', '.join(map_names())} (default: the table of the usual rows)")
+    ev.add_argument("--boxes", choices=METHODS, metavar="NAME",
+                    help=f"box rule with --maps: one of {', '.join(METHODS)} (default: graphcut)")
     loc.set_defaults(crops_default="ten")
     ev.set_defaults(crops_default="center")
 
@@ -343,27 +349,42 @@ def _evaluate(args) -> int:
         raise UserError(str(e)) from None
 
 
+#: The rows of ``deepinside evaluate``: name -> (saliency method, box rule); None: no saliency.
 EVALUATE_ROWS = {
-    "GraphCut on saliency (ours)": lambda: graphcut(),
-    "saliency > 20 % of max (CAM), smoothed": lambda: threshold(0.20, smooth=0.02),
-    "saliency > 15 % of max (Grad-CAM), smoothed": lambda: threshold(0.15, smooth=0.02),
-    "centred box, 80 % of each side": lambda: centred_box(0.8),
-    "whole image": lambda: full_image(),
+    "GraphCut on gradient saliency (paper)": ("gradient", lambda: graphcut()),
+    "CAM > 30 % of max": ("cam", lambda: threshold(0.30)),
+    "centred box, 80 % of each side": (None, lambda: centred_box(0.8)),
+    "whole image": (None, lambda: full_image()),
 }
 
 
-def _shard_counts(clf, ds, k: int, crops: str) -> dict:
+def _evaluate_rows(args) -> dict:
+    """The rows of the table: :data:`EVALUATE_ROWS`, or with ``--maps`` / ``--boxes`` that one
+    combination beside the two baselines."""
+    if args.maps is None and args.boxes is None:
+        return EVALUATE_ROWS
+    m, b = args.maps or "gradient", args.boxes or "graphcut"
+    if b in ("full_image", "centered_box"):
+        return {k: v for k, v in EVALUATE_ROWS.items() if v[0] is None}
+    return {f"{b} on {m} maps": (m, lambda: box_method(b)),
+            **{k: v for k, v in EVALUATE_ROWS.items() if v[0] is None}}
+
+
+def _shard_counts(clf, ds, k: int, crops: str, rows: dict) -> dict:
     """Correct-guess counts of every row on the images of ``ds`` (a shard): they add up."""
-    cache = precompute_saliency(clf, ds, topk=k, crops=crops)
-    rows = {}
+    caches: dict = {}
+    counts = {}
     res: dict = {}
-    for name, boxes in EVALUATE_ROWS.items():
+    for name, (maps, boxes) in rows.items():
+        if maps is not None and maps not in caches:
+            caches[maps] = precompute_saliency(clf, ds, topk=k, crops=crops, maps=maps)
+        cache = caches.get(maps) if maps is not None else next(iter(caches.values()), None)
         res = evaluate_localisation(clf, ds, topk=k, cache=cache, boxes=boxes())
-        rows[name] = [round((1 - res["top1_loc_err"]) * res["n"]),
-                      round((1 - res[f"top{k}_loc_err"]) * res["n"])]
-    rows["classification"] = [round((1 - res["top1_cls_err"]) * res["n"]),
-                              round((1 - res[f"top{k}_cls_err"]) * res["n"])]
-    return {"n": len(ds), "rows": rows}
+        counts[name] = [round((1 - res["top1_loc_err"]) * res["n"]),
+                        round((1 - res[f"top{k}_loc_err"]) * res["n"])]
+    counts["classification"] = [round((1 - res["top1_cls_err"]) * res["n"]),
+                                round((1 - res[f"top{k}_cls_err"]) * res["n"])]
+    return {"n": len(ds), "rows": counts}
 
 
 def _evaluate_table(args, ds: IlsvrcDataset) -> int:
@@ -371,9 +392,10 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     from .distributed import ShardStore, Subset, distributed, run_sharded
 
     k = args.topk
+    rows = _evaluate_rows(args)
     key = {"job": "evaluate", "model": args.model, "topk": k, "crops": args.crops,
            "root": str(Path(args.root).resolve()), "images": [r.image_path.name for r in ds.records],
-           "rows": list(EVALUATE_ROWS), "shard_size": args.shard_size}
+           "rows": {name: m for name, (m, _) in rows.items()}, "shard_size": args.shard_size}
     store = None
     if args.out is not None:
         if args.out.exists() and not args.out.is_dir():
@@ -390,7 +412,7 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
             nonlocal clf
             if clf is None:  # not loaded when every shard is already on disk (merge only)
                 clf = _classifier(args)
-            return _shard_counts(clf, Subset(ds, range(a, b)), k, args.crops)
+            return _shard_counts(clf, Subset(ds, range(a, b)), k, args.crops, rows)
 
         shards = run_sharded(len(ds), compute, shard_size=args.shard_size, ctx=ctx,
                              store=store, desc="evaluate")
@@ -398,7 +420,7 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
             return 0
     n = sum(s["n"] for s in shards)
     totals = {name: [sum(s["rows"][name][j] for s in shards) for j in (0, 1)]
-              for name in [*EVALUATE_ROWS, "classification"]}
+              for name in [*rows, "classification"]}
     print(f"{n} images, {args.model}, saliency crops={args.crops}")
     print(f"{'method':46s} {'top-1 loc err':>14s} {f'top-{k} loc err':>14s}")
     for name, (c1, ck) in totals.items():

@@ -437,6 +437,46 @@ def gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, layer: s
     return _upsample(m, x, signed)
 
 
+def gradient_gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *,
+                     layer: str | None = None) -> torch.Tensor:
+    """The eq. 4 gradient map gated by Grad-CAM: :math:`M_{ij} \\cdot L^c_{ij}`, ``(B, H, W)``.
+
+    :math:`M = \\max_c |\\partial S_c / \\partial I|` (Simonyan et al. 2014, Sect. 3.1) says
+    which pixels change the score, at pixel resolution but everywhere the image has edges;
+    :math:`L^c` (:func:`gradcam`, at ``layer``; for a global-average-pooling network the CAM of
+    Zhou et al. 2016 up to a constant) says where the class's evidence is, at the resolution of
+    the last feature map. Their product keeps the fine map inside the evidence region, as Guided
+    Grad-CAM (Selvaraju et al. 2017, Sect. 3) does with guided backpropagation. Both factors
+    come from one forward and one backward pass. The localisation seeds of chapter 3 are taken
+    on this map.
+    """
+    names = dict(clf.net.named_modules())
+    if layer is None:
+        layer = conv_layers(clf.net, x)[-1]
+    if not isinstance(layer, str) or layer not in names or not layer:
+        raise ValueError(f"gradient_gradcam: unknown layer {layer!r}; see conv_layers()")
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _a: tuple, out: Any) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            raise ValueError(f"gradient_gradcam: layer {layer!r} outputs "
+                             f"{getattr(out, 'shape', type(out))}, not a (B, K, h, w) map")
+        store["a"] = out
+        return out.clone()
+
+    with frozen(clf.net), torch.enable_grad():
+        handle = names[layer].register_forward_hook(hook)
+        try:
+            xg = x.detach().clone().requires_grad_(True)
+            scores = clf.net(xg)
+        finally:
+            handle.remove()
+        a = store["a"]
+        w, g = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), [xg, a])
+    cam_map = _upsample(torch.einsum("bkhw,bk->bhw", a.detach(), g.mean((2, 3))), x, False)
+    return _reduce(w.detach(), False) * cam_map
+
+
 # -- occlusion (Zeiler & Fergus 2014, Sect. 4.2) ---------------------------------------------------
 
 
@@ -510,6 +550,7 @@ for _rule in ("gradient", "deconvnet", "guided"):
 register_map("smoothgrad", smoothgrad)
 register_map("cam", cam)
 register_map("gradcam", gradcam)
+register_map("gradient_gradcam", gradient_gradcam)
 register_map("occlusion", occlusion_map, available=lambda: _occlusion_function() is not None)
 del _rule
 
