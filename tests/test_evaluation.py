@@ -378,3 +378,27 @@ def test_guess_details_is_what_the_box_rule_found():
         assert d.detection.class_index == top[i] and d.saliency.shape == (30, 40)
         g = ev.Guess((40, 30), cache.frames[i], lambda i=i: cache.in_image(i, 0), lambda i=i: ims[i])
         assert d.detection.box == ev.graphcut()(g)
+
+
+def test_localisation_table_by_hand():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    half, quarter = (lambda g: (0, 0, 20, 10)), (lambda g: (0, 0, 10, 10))   # IoU 1/2, 1/4
+    caches: dict = {}
+    rows = {"half": dict(boxes=half, maps="gradient"), "quarter": dict(boxes=quarter, maps="gradient"),
+            "whole": dict(boxes="full_image")}
+    t = ev.localisation_table(clf, {"a": ds, "b": ds}, rows, topk=2, caches=caches)
+    assert list(caches) == [("a", "gradient", "full"), ("b", "gradient", "full")]  # once each
+    assert list(t) == ["half", "quarter", "whole"] and list(t["half"]) == ["a", "b"]
+    assert t["half"]["a"].lock.all() and not t["quarter"]["b"].lock.any()
+    md = ev.table_markdown(t)
+    assert md.splitlines()[0] == ("| method | a: top-2 loc. error | b: top-2 loc. error | "
+                                  "together: top-2 loc. error |")
+    assert "| half | 0.0 ± 0.0 % | 0.0 ± 0.0 % | 0.0 ± 0.0 % |" in md
+    assert "| quarter | 100.0 ± 0.0 % |" in md
+    c = ev.compare_rows(t, "quarter", "half")
+    assert (c.diff, c.se, c.n) == (1.0, 0.0, 8) and ev.compare_rows(t, "half", "quarter", "a").n == 4
+    cmp = ev.comparisons_markdown(t, [("quarter", "half")])
+    assert "| quarter − half | +100.0 ± 0.0 points (beyond 2 s.e.) |" in cmp
+    with pytest.raises(KeyError, match="no row"):
+        ev.compare_rows(t, "half", "oracle")

@@ -324,3 +324,23 @@ def test_segment_params_are_a_frozen_dataclass_for_ablations():
     with pytest.raises(ValueError, match="neighbourhood"):
         replace(p, neighbourhood=6)
     assert isinstance(di.segment(img, sal), np.ndarray)       # one return type
+
+
+def test_saliency_in_image_with_a_registered_map():
+    """maps= computes that method's map in the frame of crops; the gated map is the product."""
+    from state_helpers import conv_clf, rand_pil
+
+    from deepinside.localisation import saliency_in_image
+
+    clf = conv_clf(seed=4)
+    im = rand_pil(40, 30, seed=1)
+    g = saliency_in_image(clf, im, [0, 1], crops="full", maps="gradient")
+    gg = saliency_in_image(clf, im, [0, 1], crops="full", maps="gradient_gradcam")
+    cam = saliency_in_image(clf, im, [0, 1], crops="full", maps="gradcam")
+    assert g.shape == gg.shape == (2, 30, 40)
+    assert np.allclose(g, saliency_in_image(clf, im, [0, 1], crops="full"))  # the paper's map
+    assert (gg >= 0).all() and ((cam > 0) | (gg == 0)).all()  # gated: 0 where Grad-CAM is 0
+    c = saliency_in_image(clf, im, [0], crops="center", maps="gradient_gradcam")[0]
+    assert c[:, :5].max() == 0 and c.max() > 0               # outside the centre crop: 0
+    with pytest.raises(ValueError, match="crops='center' or 'full'"):
+        saliency_in_image(clf, im, [0], crops="ten", maps="cam")

@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--topk", type=_positive_int, default=5, help="classes per image (default: %(default)s)")
     common.add_argument("--crops", choices=CROPS, default=None,
                         help="saliency from the 10-crop average (paper), the centre crop, or the whole image "
-                             "(default: ten for localise, center for evaluate: 10x cheaper, same error)")
+                             "(default: ten for localise, full for evaluate: every pixel seen)")
 
     loc = sub.add_parser("localise", parents=[common], help="boxes of the top-k classes as JSON",
                          description="Print the top-k (class, box) guesses of each image as JSON; "
@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--boxes", choices=METHODS, metavar="NAME",
                     help=f"box rule with --maps: one of {', '.join(METHODS)} (default: graphcut)")
     loc.set_defaults(crops_default="ten")
-    ev.set_defaults(crops_default="center")
+    ev.set_defaults(crops_default="full")
 
     def sharded(q: argparse.ArgumentParser, size: int, what: str) -> None:
         q.add_argument("--out", type=Path, metavar="DIR", required=True,
@@ -351,7 +351,7 @@ def _evaluate(args) -> int:
 
 #: The rows of ``deepinside evaluate``: name -> (saliency method, box rule); None: no saliency.
 EVALUATE_ROWS = {
-    "GraphCut on gradient saliency (paper)": ("gradient", lambda: graphcut()),
+    "GraphCut on gradient x Grad-CAM (default)": ("gradient_gradcam", lambda: graphcut()),
     "CAM > 30 % of max": ("cam", lambda: threshold(0.30)),
     "centred box, 80 % of each side": (None, lambda: centred_box(0.8)),
     "whole image": (None, lambda: full_image()),

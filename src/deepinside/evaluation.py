@@ -42,7 +42,8 @@ __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache"
            "results_markdown", "METHODS", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
            "threshold", "full_image", "centred_box", "Outcomes", "localisation_outcomes",
            "bootstrap_se", "paired_comparison", "Comparison", "concat_outcomes", "DEFAULT_MAPS",
-           "DEFAULT_SEGMENT", "typical_images", "guess_details"]
+           "DEFAULT_SEGMENT", "typical_images", "guess_details",
+           "localisation_table", "table_markdown", "compare_rows", "comparisons_markdown"]
 
 Box = tuple[float, float, float, float]
 
@@ -761,6 +762,93 @@ def compare_methods(
             row_cache = cache
         out[name] = evaluate_localisation(clf, dataset, topk=topk, cache=row_cache, **kw)
     return out
+
+
+def localisation_table(
+    clf,
+    datasets: Mapping[str, object],
+    rows: Mapping[str, Mapping[str, object]],
+    topk: int = 5,
+    caches: dict | None = None,
+) -> dict[str, dict[str, Outcomes]]:
+    """Per-image :class:`Outcomes` of several (map, box rule) rows on several datasets.
+
+    Args:
+        datasets: folder name -> dataset (e.g. the two development folders).
+        rows: row name -> ``dict(maps=..., crops=..., boxes=..., **box parameters)``; ``maps``
+            defaults to :data:`DEFAULT_MAPS`, ``crops`` to ``"full"``, ``boxes`` to
+            ``"graphcut"`` (:func:`box_method`: a name with its keywords, or a callable).
+        caches: ``(folder, maps, crops) -> SaliencyCache``, filled as maps are computed (pass a
+            dict to reuse them later); every (folder, maps, crops) is computed once.
+
+    Returns:
+        row name -> folder name -> :class:`Outcomes`, in the order given.
+    """
+    caches = {} if caches is None else caches
+    out: dict[str, dict[str, Outcomes]] = {}
+    for name, spec in rows.items():
+        kw = dict(spec)
+        maps, crops = kw.pop("maps", DEFAULT_MAPS), kw.pop("crops", "full")
+        fn = box_method(kw.pop("boxes", "graphcut"), **kw)
+        out[name] = {}
+        for folder, ds in datasets.items():
+            if _needs_saliency(fn):
+                key = (folder, maps, crops)
+                if key not in caches:
+                    caches[key] = precompute_saliency(clf, ds, topk=topk, crops=crops, maps=maps)
+                cache = caches[key]
+            else:
+                cache = next((c for (f, *_), c in caches.items() if f == folder), None)
+                if cache is None:
+                    cache = caches[(folder, None, None)] = _classify_only(clf, ds, topk, 32)
+            out[name][folder] = localisation_outcomes(clf, ds, cache, fn, topk=topk)
+    return out
+
+
+def table_markdown(table: Mapping[str, Mapping[str, Outcomes]], n_boot: int = 2000) -> str:
+    """A Markdown table of :func:`localisation_table`: top-k localisation error ± its bootstrap
+    standard error (percent) per folder and over all folders together."""
+    if not table:
+        raise ValueError("table_markdown() got an empty table")
+    folders = list(next(iter(table.values())))
+    k = next(iter(next(iter(table.values())).values())).topk
+    head = [*folders, "together"] if len(folders) > 1 else folders
+    lines = ["| method | " + " | ".join(f"{f}: top-{k} loc. error" for f in head) + " |",
+             "|---|" + "---:|" * len(head)]
+    for name, per in table.items():
+        parts = [per[f] for f in folders]
+        if len(folders) > 1:
+            parts.append(concat_outcomes(*parts))
+        cells = [f"{100 * (1 - o.lock.mean()):.1f} ± {100 * bootstrap_se(~o.lock, n_boot):.1f} %"
+                 for o in parts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare_rows(table: Mapping[str, Mapping[str, Outcomes]], a: str, b: str,
+                 folder: str | None = None) -> Comparison:
+    """:func:`paired_comparison` of rows ``a`` and ``b`` of :func:`localisation_table` on one
+    folder, or (None) on all folders together."""
+    for r in (a, b):
+        if r not in table:
+            raise KeyError(f"no row {r!r}; rows: {list(table)}")
+    pick = (lambda r: table[r][folder]) if folder is not None else \
+        (lambda r: concat_outcomes(*table[r].values()))
+    return paired_comparison(pick(a), pick(b))
+
+
+def comparisons_markdown(table: Mapping[str, Mapping[str, Outcomes]],
+                         pairs: Sequence[tuple[str, str]]) -> str:
+    """A Markdown table of paired comparisons (:func:`compare_rows`), per folder and together:
+    error of the first row minus the second, ± standard error, and whether it exceeds 2 s.e."""
+    folders = list(next(iter(table.values())))
+    cols = [*folders, None] if len(folders) > 1 else folders
+    lines = ["| comparison | " + " | ".join(f or "together" for f in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for a, b in pairs:
+        lines.append(f"| {a} − {b} | " + " | ".join(str(compare_rows(table, a, b, f)) for f in cols)
+                     + " |")
+    return "\n".join(lines)
 
 
 def results_markdown(

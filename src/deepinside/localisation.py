@@ -571,7 +571,7 @@ def full_image_input(clf, image: Image.Image, side: int | None = None) -> torch.
 
 
 def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Crops = "ten",
-                      batch_size: int = 32) -> np.ndarray:
+                      batch_size: int = 32, maps: str | None = None) -> np.ndarray:
     """Saliency maps of several classes of one image, in original pixels: ``(K, H, W)`` float32.
 
     The image is repeated once per class, each copy with its own target, and the copies go through
@@ -579,21 +579,35 @@ def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Cr
     (for ``crops="ten"`` each copy is 10 crops). ``crops="full"`` feeds the whole image
     (:func:`full_image_input`) and resizes the map back to the image; ``"center"`` / ``"ten"``
     maps are put back with :func:`deepinside.saliency_to_image` (0 outside their frame).
+    ``maps`` names any registered method (:func:`deepinside.map_names`, e.g.
+    ``"gradient_gradcam"``, the evaluation's default) instead of the paper's map, on the centre
+    crop or the whole image.
     """
     import cv2
+
+    from .maps import compute_maps
 
     check_crops(crops)
     classes = [clf.class_index(c) for c in classes]
     if not classes:
         raise ValueError("saliency_in_image() needs at least one class")
+    if maps is not None and crops == "ten":
+        raise ValueError(f"maps={maps!r} is computed on one input: use crops='center' or 'full'")
     W, H = image.size
     if crops == "full":
         x = full_image_input(clf, image).repeat(len(classes), 1, 1, 1)
-        maps = _saliency(clf, x, target=classes, batch_size=batch_size)
-        maps = maps.detach().float().cpu().numpy()
-        return np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in maps])
-    maps = _saliency(clf, [image] * len(classes), target=classes, crops=crops, batch_size=batch_size)
-    return map_to_image(maps, image_size=(W, H), clf=clf, crops=crops).float().cpu().numpy()
+        if maps is None:
+            out = _saliency(clf, x, target=classes, batch_size=batch_size)
+        else:
+            out = compute_maps(clf, x, classes, method=maps, batch_size=batch_size)
+        out = out.detach().float().cpu().numpy()
+        return np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in out])
+    if maps is None:
+        out = _saliency(clf, [image] * len(classes), target=classes, crops=crops, batch_size=batch_size)
+    else:
+        out = compute_maps(clf, clf.preprocess([image] * len(classes)), classes, method=maps,
+                           batch_size=batch_size)
+    return map_to_image(out, image_size=(W, H), clf=clf, crops=crops).float().cpu().numpy()
 
 
 class LocalisationDetails(NamedTuple):
@@ -654,6 +668,7 @@ def localise_details(
     crops: Crops = "ten",
     batch_size: int = 5,
     max_side: int | None = None,
+    maps: str | None = None,
     **segment_kwargs,
 ) -> list[LocalisationDetails]:
     """:func:`localise` keeping each class's saliency map and :class:`Segmentation` (Fig. 3 panels).
@@ -673,9 +688,10 @@ def localise_details(
         raise ValueError(f"max_side must be at least the network's resize size {clf.resize_size}, got {limit}")
     work, scale = working_copy(image, limit, clf.interpolation)
     preds = clf.predict([work], topk=int(topk))[0]
-    maps = saliency_in_image(clf, work, [c for c, _, _ in preds], crops=crops, batch_size=batch_size)
+    sal = saliency_in_image(clf, work, [c for c, _, _ in preds], crops=crops, batch_size=batch_size,
+                            maps=maps)
     out = []
-    for (c, _, p), m in zip(preds, maps):
+    for (c, _, p), m in zip(preds, sal):
         seg = segment_details(work, m, **segment_kwargs)
         det = Detection(int(c), float(p), _to_original(bounding_box(seg.mask), scale, image.size),
                         _mask_to_original(seg.mask, image.size))
@@ -690,6 +706,7 @@ def localise(
     crops: Crops = "ten",
     batch_size: int = 5,
     max_side: int | None = None,
+    maps: str | None = None,
     **segment_kwargs,
 ) -> list[Detection]:
     """Boxes for the top-k classes of an image (Sect. 3.2: "repeated for each of the top-5 classes").
@@ -706,6 +723,9 @@ def localise(
     Args:
         crops: ``"ten"`` (the paper's 10-crop average, default), ``"center"`` (one crop, 10x
             cheaper) or ``"full"`` (the whole image at shorter side ``clf.input_size``).
+        maps: a registered map method instead of the paper's map (e.g. ``maps=
+            "gradient_gradcam", crops="full", fg_quantile=0.9``: the evaluation's default,
+            chapter 3).
 
     Returns:
         ``topk`` :class:`Detection` tuples ``(class_index, score, box, mask)``, best class first;
@@ -713,4 +733,4 @@ def localise(
         ``mask`` bool ``(H, W)`` in original pixels. The model's state is unchanged.
     """
     return [d.detection for d in localise_details(clf, image, topk, crops, batch_size, max_side,
-                                                  **segment_kwargs)]
+                                                  maps, **segment_kwargs)]
