@@ -1,6 +1,6 @@
 """Benchmark: deepinside.segment vs OpenCV grabCut (1 iteration), same image, same seeds.
 
-    python benchmarks/bench_segment.py [--images N]
+    python benchmarks/bench_segment.py [--images N] [--root DIR] [--maps NAME ...]
 
 Both start from the paper's seeds on the same saliency map (top-1 class, centre crop): the pixels
 above the 95 % quantile are definite foreground, below the 30 % quantile definite background
@@ -13,8 +13,10 @@ background" below (``GC_PR_FGD`` / ``GC_PR_BGD``); grabCut runs one iteration fr
 2. both on the same 112-px working image (``segment(work_side=None)``): the cost of the
    algorithms alone.
 
-Then the seconds per image of ``evaluate_localisation`` on ILSVRC images (when present): the
-saliency (``precompute_saliency``) and the boxes (``method="graphcut"``) separately.
+Then the seconds per image of ``evaluate_localisation`` on ILSVRC images (when present; ``--root``
+another folder, ``--maps`` the map methods): the saliency (``precompute_saliency``) and the
+GraphCut boxes separately, for the default map (gradient x Grad-CAM, whole image) and the paper's
+centre-crop gradient, in one process.
 """
 
 from __future__ import annotations
@@ -59,12 +61,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=20, help="ILSVRC images for the seconds-per-image part")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--root", type=Path, help="ILSVRC-layout folder (default: the 201-image sample)")
+    ap.add_argument("--maps", action="append",
+                    help="map method(s) of the evaluate_localisation timing (default: the default "
+                         "map and the paper's centre-crop gradient, timed in one process)")
     args = ap.parse_args()
     os.environ.setdefault("DEEPINSIDE_PROGRESS", "0")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
     clf = di.load_classifier()
-    root = di.default_ilsvrc_root()
+    root = args.root or di.default_ilsvrc_root()
     have_ilsvrc = root is not None and (root / "images").is_dir()
     if have_ilsvrc:
         image, rec = di.IlsvrcDataset(root)[3]
@@ -101,17 +107,19 @@ def main() -> None:
     from deepinside.evaluation import evaluate_localisation, precompute_saliency
 
     ds = di.IlsvrcDataset(root, limit=args.images)
-    t0 = time.perf_counter()
-    cache = precompute_saliency(clf, ds, crops="center")
-    t1 = time.perf_counter()
-    evaluate_localisation(clf, ds, cache=cache)
-    t2 = time.perf_counter()
     n = len(ds)
-    print(f"\nevaluate_localisation on {n} ILSVRC images "
-          f"(top-5, centre-crop saliency, {torch.get_num_threads()} threads):")
-    print(f"  saliency (precompute_saliency): {(t1 - t0) / n:.3f} s/image")
-    print(f"  boxes (graphcut):               {(t2 - t1) / n:.3f} s/image")
-    print(f"  total:                          {(t2 - t0) / n:.3f} s/image")
+    runs = [(m, "full") for m in args.maps] if args.maps else \
+        [("gradient_gradcam", "full"), ("gradient", "center")]
+    print(f"\nevaluate_localisation on {n} images of {root.name} (top-5, GraphCut boxes, "
+          f"{torch.get_num_threads()} threads), seconds per image, in one process:")
+    for maps, crops in runs:
+        t0 = time.perf_counter()
+        cache = precompute_saliency(clf, ds, crops=crops, maps=maps)
+        t1 = time.perf_counter()
+        evaluate_localisation(clf, ds, cache=cache)
+        t2 = time.perf_counter()
+        print(f"  {maps:>17s} ({crops:6s}): saliency {(t1 - t0) / n:.3f}, boxes {(t2 - t1) / n:.3f}, "
+              f"total {(t2 - t0) / n:.3f} s/image -> {(t2 - t0) / n * 650 / 60:.1f} min for 650")
 
 
 if __name__ == "__main__":
