@@ -10,6 +10,15 @@ repetitions, medians; ratios, not seconds, are what carries over between machine
 
     python benchmarks/bench_class_model.py [--classes 12] [--steps 4] [--threads 2]
 
+With ``--choices`` it measures instead what each parameter choice of ``param="fourier"`` does to
+the class models of the paper's twelve Fig. 1 classes: for each setting in ``CHOICES`` (or those
+named after ``--only``) one ``class_model`` run on EfficientNet-Lite0, its images reclassified by
+Lite0 itself and by EfficientNet-Lite1 and Lite2 (top-1 and top-5 counts out of 12), the
+high-frequency energy share and the seconds it took; one JSON line per setting (``--out``
+appends them to a file) and a table at the end. This is the table of chapter 1's closing note:
+
+    python benchmarks/bench_class_model.py --choices --threads 1 --seed 0 --out choices.jsonl
+
 One step is timed as ``(T(class_model with n steps) - T(one forward pass)) / n``: a call of
 ``class_model`` is its set-up, ``n`` steps and one final scoring pass (forward only), so this
 charges the set-up to the steps (conservative). The parts of a Fourier step (rendering the
@@ -35,14 +44,72 @@ from deepinside.models import frozen  # noqa: E402
 from deepinside.param import FourierImage, random_transform  # noqa: E402
 
 
+FIG1 = ["dumbbell", "cup", "dalmatian", "bell pepper", "lemon", "Siberian husky",
+        "washing machine", "computer keyboard", "kit fox", "goose", "ostrich", "limousine"]
+
+#: Settings compared by ``--choices``: key -> (description, class_model keywords, FourierParam
+#: fields).
+CHOICES: dict[str, tuple[str, dict, dict]] = {
+    "defaults": ("24 px, 0.7-1.3, 20 deg, lr 0.05 (defaults)", dict(steps=200, lr=0.05), {}),
+    "16px": ("16 px, 0.8-1.2, 15 deg, lr 0.05", dict(steps=200, lr=0.05),
+             dict(jitter=16.0, scale=(0.8, 1.2), rotate=15.0)),
+    "16px-cosine": ("16 px, 0.8-1.2, 15 deg, cosine lr 0.1", dict(steps=200, lr=0.1),
+                    dict(jitter=16.0, scale=(0.8, 1.2), rotate=15.0, schedule="cosine")),
+    "16px-norotation": ("16 px, 0.8-1.2, no rotation, lr 0.05", dict(steps=200, lr=0.05),
+                        dict(jitter=16.0, scale=(0.8, 1.2), rotate=0.0)),
+    "lucid": ("12 px, 0.9-1.1, 10 deg, lr 0.05", dict(steps=200, lr=0.05),
+              dict(jitter=12.0, scale=(0.9, 1.1), rotate=10.0)),
+}
+
+
+def choices(args: argparse.Namespace) -> None:
+    import json
+    import time
+
+    from deepinside.param import high_frequency_share
+    from deepinside.transfer import recognition
+
+    clf = di.load_classifier()
+    judges = {"L0": clf, "L1": di.load_classifier("efficientnet_lite1"),
+              "L2": di.load_classifier("efficientnet_lite2")}
+    names = args.only or list(CHOICES)
+    rows = []
+    for name in names:
+        desc, kw, fields = CHOICES[name]
+        t0 = time.perf_counter()
+        r = class_model(clf, FIG1, param=FourierParam(**fields), seed=args.seed,
+                        show_progress=False, **kw)
+        row = {"setting": desc, "seed": args.seed, "threads": args.threads,
+               "seconds": round(time.perf_counter() - t0, 1)}
+        for j, c in judges.items():
+            rank = recognition(c, r.images, r.classes)
+            row[f"{j} top-1"], row[f"{j} top-5"] = int((rank == 0).sum()), int((rank < 5).sum())
+        row["high-freq. share"] = round(float(high_frequency_share(r.images.cpu()).mean()), 3)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        rows.append(row)
+    cols = list(rows[0])
+    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in cols) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", type=int, default=12)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--choices", action="store_true", help="measure the parameter choices")
+    ap.add_argument("--only", nargs="*", choices=list(CHOICES), help="with --choices: these")
+    ap.add_argument("--seed", type=int, default=0, help="with --choices: seed of the transforms")
+    ap.add_argument("--out", default=None, help="with --choices: append JSON lines here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.choices:
+        return choices(args)
     clf = di.load_classifier()
     k, n, s = args.classes, args.steps, clf.input_size
     classes = list(range(0, 1000, 1000 // k))[:k]
