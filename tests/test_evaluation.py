@@ -156,7 +156,8 @@ def test_graphcut_on_photos_uses_the_cache(clf, tiny):
     assert m[:, :10].max() == 0.0  # outside the centre crop
     assert cache.in_image(0, 1) is None
     # GT = the boxes the method finds: localisation must then be right; a far-off GT: wrong
-    found = [di.bounding_box(di.segment(im, cache.in_image(i, 0))) for i, im in enumerate(ims)]
+    found = [di.bounding_box(di.segment(im, cache.in_image(i, 0), ev.DEFAULT_SEGMENT))
+             for i, im in enumerate(ims)]
     assert di.evaluate_localisation(clf, TinyDataset(ims, top, found), cache=cache)["top1_loc_err"] == 0.0
     off = [(0, 0, 5, 5)] * 2
     r = di.evaluate_localisation(clf, TinyDataset(ims, top, off), cache=cache)
@@ -170,7 +171,7 @@ def test_graphcut_on_photos_uses_the_cache(clf, tiny):
 def test_evaluation_bad_inputs(clf, tiny):
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="boxes must be one of"):
         di.evaluate_localisation(clf, ds, boxes="oracle")
     cache = SaliencyCache("center", np.zeros((1, 5), int), np.zeros((1, 5)), [(10, 10)])
     with pytest.raises(ValueError, match="cache holds 1 images"):

@@ -70,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", parents=[common], help="ILSVRC localisation error and baselines",
                         description="Top-1/top-k localisation error (ILSVRC rule, IoU >= 0.5) of the "
-                                    "GraphCut method and of the baselines on an ILSVRC-layout folder.")
+                                    "GraphCut method (default: seeds from the gradient map gated by "
+                                    "Grad-CAM, whole image), CAM's threshold box and the baselines on "
+                                    "an ILSVRC-layout folder; --maps/--boxes evaluate another "
+                                    "combination.")
     ev.add_argument("root", type=Path, metavar="ILSVRC_ROOT", help="folder with images/ and annotations/")
     ev.add_argument("--limit", type=_positive_int, help="use only the first N annotated images")
     ev.add_argument("--out", type=Path, metavar="DIR",
@@ -352,7 +355,7 @@ def _evaluate(args) -> int:
 #: The rows of ``deepinside evaluate``: name -> (saliency method, box rule); None: no saliency.
 EVALUATE_ROWS = {
     "GraphCut on gradient x Grad-CAM (default)": ("gradient_gradcam", lambda: graphcut()),
-    "CAM > 30 % of max": ("cam", lambda: threshold(0.30)),
+    "CAM > 20 % of max (CAM's rule)": ("cam", lambda: threshold(0.20)),
     "centred box, 80 % of each side": (None, lambda: centred_box(0.8)),
     "whole image": (None, lambda: full_image()),
 }
