@@ -400,6 +400,6 @@ def test_localisation_table_by_hand():
     c = ev.compare_rows(t, "quarter", "half")
     assert (c.diff, c.se, c.n) == (1.0, 0.0, 8) and ev.compare_rows(t, "half", "quarter", "a").n == 4
     cmp = ev.comparisons_markdown(t, [("quarter", "half")])
-    assert "| quarter − half | +100.0 ± 0.0 points (beyond 2 s.e.) |" in cmp
+    assert "| quarter − half | **+100.0 ± 0.0** |" in cmp
     with pytest.raises(KeyError, match="no row"):
         ev.compare_rows(t, "half", "oracle")

@@ -274,3 +274,15 @@ def test_pointing_table_cells_are_paired_differences():
     assert lines[0] == "| protocol / method | all (n = 4) | odd (n = 2) |"
     assert lines[2] == "| centre | 50.0 ± 28.9 | 0.0 ± 0.0 |"
     assert lines[3] == "| map | 75.0 ± 25.0 (+25.0 ± 25.0) | 50.0 ± 50.0 (+50.0 ± 50.0) |"
+
+
+def test_pointing_table_split_into_accuracy_and_difference():
+    res = {"centre": {"hits": np.array([1, 0, 1, 0], bool)},
+           "map": {"hits": np.array([1, 1, 1, 0], bool)}}
+    sub = {"all": slice(None)}
+    acc = dm.pointing_table(res, sub, show="accuracy").splitlines()
+    assert acc[2:] == ["| centre | 50.0 ± 28.9 |", "| map | 75.0 ± 25.0 |"]
+    diff = dm.pointing_table(res, sub, show="difference").splitlines()
+    assert diff[2:] == ["| map | +25.0 ± 25.0 |"]
+    with pytest.raises(ValueError, match="show must be"):
+        dm.pointing_table(res, sub, show="wide")

@@ -840,14 +840,21 @@ def compare_rows(table: Mapping[str, Mapping[str, Outcomes]], a: str, b: str,
 def comparisons_markdown(table: Mapping[str, Mapping[str, Outcomes]],
                          pairs: Sequence[tuple[str, str]]) -> str:
     """A Markdown table of paired comparisons (:func:`compare_rows`), per folder and together:
-    error of the first row minus the second, ± standard error, and whether it exceeds 2 s.e."""
+    error of the first row minus the second, ± standard error, in points; **bold** where the
+    difference exceeds 2 standard errors (cells kept short: the table fits a book's column)."""
     folders = list(next(iter(table.values())))
     cols = [*folders, None] if len(folders) > 1 else folders
-    lines = ["| comparison | " + " | ".join(f or "together" for f in cols) + " |",
+
+    def cell(c: Comparison) -> str:
+        text = f"{100 * c.diff:+.1f} ± {100 * c.se:.1f}"
+        return f"**{text}**" if c.significant else text
+
+    lines = ["| comparison (points; bold: beyond 2 s.e.) | "
+             + " | ".join(f or "together" for f in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for a, b in pairs:
-        lines.append(f"| {a} − {b} | " + " | ".join(str(compare_rows(table, a, b, f)) for f in cols)
-                     + " |")
+        lines.append(f"| {a} − {b} | "
+                     + " | ".join(cell(compare_rows(table, a, b, f)) for f in cols) + " |")
     return "\n".join(lines)
 
 

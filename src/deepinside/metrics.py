@@ -911,22 +911,34 @@ def similarity_figure(results: dict[str, RandomisationResult], names: dict[str, 
 
 
 def pointing_table(results: dict[str, dict[str, Any]], subsets: dict[str, Any],
-                   names: dict[str, str] | None = None, baseline: str = "centre") -> str:
+                   names: dict[str, str] | None = None, baseline: str = "centre",
+                   show: str = "both") -> str:
     """A Markdown table of pointing accuracy: one row per entry of ``results`` (pointing_game
     dicts on the same images), one column per subset of the images (``{label: index or boolean
-    mask into the hits}``); each cell ``accuracy ± s.e. (difference from the baseline on the
-    same images ± its paired s.e.)``, in percent."""
+    mask into the hits}``), in percent. ``show="accuracy"``: each cell ``accuracy ± s.e.``;
+    ``"difference"``: the difference from the baseline on the same images ± its paired s.e.
+    (the baseline's own row left out); ``"both"``: ``accuracy ± s.e. (difference ± s.e.)``
+    (wide: two tables fit a book's column better)."""
+    if show not in ("both", "accuracy", "difference"):
+        raise ValueError(f"show must be 'both', 'accuracy' or 'difference', got {show!r}")
     base = np.asarray(results[baseline]["hits"], dtype=float)
     head = ["protocol / method"] + [f"{k} (n = {len(base[v])})" for k, v in subsets.items()]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(subsets)]
     for m, r in results.items():
+        if show == "difference" and m == baseline:
+            continue
         h = np.asarray(r["hits"], dtype=float)
         cells = [(names or {}).get(m, m)]
         for sel in subsets.values():
             a, d = h[sel], h[sel] - base[sel]
-            cell = f"{100 * a.mean():.1f} ± {100 * sem(a):.1f}"
-            gap = f" ({100 * d.mean():+.1f} ± {100 * sem(d):.1f})"
-            cells.append(cell if m == baseline else cell + gap)
+            acc = f"{100 * a.mean():.1f} ± {100 * sem(a):.1f}"
+            gap = f"{100 * d.mean():+.1f} ± {100 * sem(d):.1f}"
+            if show == "accuracy" or (show == "both" and m == baseline):
+                cells.append(acc)
+            elif show == "difference":
+                cells.append(gap)
+            else:
+                cells.append(f"{acc} ({gap})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
