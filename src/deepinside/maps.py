@@ -407,18 +407,28 @@ def gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, layer: s
     last module with a spatial output (:func:`conv_layers`); at the features of a global-average-
     pooling network it equals CAM divided by :math:`Z = h w`. ``(B, H, W)``.
     """
+    m, _ = _gradcam_pass(clf, x, targets, layer, "gradcam", input_grad=False)
+    return _upsample(m, x, signed)
+
+
+def _gradcam_pass(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, layer: str | None,
+                  who: str, input_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward and one backward pass of the class scores ``targets`` ``(B,)``: the Grad-CAM
+    sum :math:`\\sum_k \\alpha^c_k A^k` at ``layer`` ``(B, h, w)`` (before ReLU and resizing) and,
+    when ``input_grad``, :math:`\\partial S_c / \\partial I` ``(B, C, H, W)`` from the same pass.
+    The hook on ``layer`` is removed in ``finally``; ``who`` names the caller in errors."""
     names = dict(clf.net.named_modules())
     if layer is None:
         layer = conv_layers(clf.net, x)[-1]
     if not isinstance(layer, str) or layer not in names or not layer:
         convs = conv_layers(clf.net, x)
-        raise ValueError(f"gradcam: unknown layer {layer!r}; layers with spatial outputs: "
+        raise ValueError(f"{who}: unknown layer {layer!r}; layers with spatial outputs: "
                          f"{', '.join(convs[-8:])} (last 8 of {len(convs)})")
     store: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _a: tuple, out: Any) -> torch.Tensor:
         if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise ValueError(f"gradcam: layer {layer!r} outputs {getattr(out, 'shape', type(out))}, "
+            raise ValueError(f"{who}: layer {layer!r} outputs {getattr(out, 'shape', type(out))}, "
                              f"not a (B, K, h, w) map")
         store["a"] = out
         return out.clone()  # later in-place operations change the copy, not A
@@ -431,10 +441,11 @@ def gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, layer: s
         finally:
             handle.remove()
         a = store["a"]
-        (g,) = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), a)
-    alpha = g.mean((2, 3))
-    m = torch.einsum("bkhw,bk->bhw", a.detach(), alpha)
-    return _upsample(m, x, signed)
+        wrt = [xg, a] if input_grad else [a]
+        grads = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), wrt)
+    g = grads[-1]
+    m = torch.einsum("bkhw,bk->bhw", a.detach(), g.mean((2, 3)))
+    return m, (grads[0].detach() if input_grad else None)
 
 
 def gradient_gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *,
@@ -450,31 +461,8 @@ def gradient_gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *,
     come from one forward and one backward pass. The localisation seeds of chapter 3 are taken
     on this map.
     """
-    names = dict(clf.net.named_modules())
-    if layer is None:
-        layer = conv_layers(clf.net, x)[-1]
-    if not isinstance(layer, str) or layer not in names or not layer:
-        raise ValueError(f"gradient_gradcam: unknown layer {layer!r}; see conv_layers()")
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _a: tuple, out: Any) -> torch.Tensor:
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise ValueError(f"gradient_gradcam: layer {layer!r} outputs "
-                             f"{getattr(out, 'shape', type(out))}, not a (B, K, h, w) map")
-        store["a"] = out
-        return out.clone()
-
-    with frozen(clf.net), torch.enable_grad():
-        handle = names[layer].register_forward_hook(hook)
-        try:
-            xg = x.detach().clone().requires_grad_(True)
-            scores = clf.net(xg)
-        finally:
-            handle.remove()
-        a = store["a"]
-        w, g = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), [xg, a])
-    cam_map = _upsample(torch.einsum("bkhw,bk->bhw", a.detach(), g.mean((2, 3))), x, False)
-    return _reduce(w.detach(), False) * cam_map
+    m, w = _gradcam_pass(clf, x, targets, layer, "gradient_gradcam", input_grad=True)
+    return _reduce(w, False) * _upsample(m, x, False)
 
 
 # -- occlusion (Zeiler & Fergus 2014, Sect. 4.2) ---------------------------------------------------
