@@ -323,33 +323,25 @@ def run_sharded(n: int, compute: Callable[[int, int], Any], *, shard_size: int =
             bar.update(1)
     finally:
         bar.close()
-    counts = [len(local)]
+    # every rank's {shard start: result} (None with a store: the result is on disk) to rank 0;
+    # with a store this gather is also the barrier after which every shard file is written
     if ctx.active:
-        counts = [None] * ctx.world_size if ctx.is_main else []
-    if store is None:
-        if ctx.active:
-            parts: list[Any] = [None] * ctx.world_size if ctx.is_main else []
-            dist.gather_object(local, parts if ctx.is_main else None, dst=0)
-        else:
-            parts = [local]
-        if not ctx.is_main:
-            return None
-        merged: dict[int, Any] = {}
-        for p in parts:
-            merged.update(p)
-        out = [merged[s[0]] for s in shards]
-        _finish(ctx, n, shards, [len(p) for p in parts], t0, desc)
-        return out
-    if ctx.active:
-        dist.gather_object(len(local), counts if ctx.is_main else None, dst=0)  # also a barrier
+        parts: list[Any] = [None] * ctx.world_size if ctx.is_main else []
+        dist.gather_object(local, parts if ctx.is_main else None, dst=0)
+    else:
+        parts = [local]
     if not ctx.is_main:
         return None
-    missing = [s for s in shards if not store.done(s)]
-    if missing:
-        raise RuntimeError(f"{len(missing)} shard result(s) missing under {store.folder}, "
-                           f"e.g. {store.path(missing[0]).name}")
-    out = [store.load(s) for s in shards]
-    _finish(ctx, n, shards, counts, t0, desc)
+    if store is None:
+        merged = {k: v for p in parts for k, v in p.items()}
+        out = [merged[s[0]] for s in shards]
+    else:
+        missing = [s for s in shards if not store.done(s)]
+        if missing:
+            raise RuntimeError(f"{len(missing)} shard result(s) missing under {store.folder}, "
+                               f"e.g. {store.path(missing[0]).name}")
+        out = [store.load(s) for s in shards]
+    _finish(ctx, n, shards, [len(p) for p in parts], t0, desc)
     return out
 
 
