@@ -507,7 +507,8 @@ def test_overlapping_blocks_in_two_threads_leave_nothing_behind():
     _assert_clean(net, before=before, funcs=funcs)
     xx = x.clone().requires_grad_()                         # plain autograd is plain again
     net(xx)[[0, 1], [1, 2]].sum().backward()
-    assert torch.equal(xx.grad, ref["gradient"])
+    # same numbers up to rounding (score_gradient runs channels-last on CPU, this does not)
+    torch.testing.assert_close(xx.grad, ref["gradient"], rtol=1e-5, atol=1e-6)
 
 
 def test_thread_without_block_is_untouched_while_another_holds_one():
