@@ -403,3 +403,25 @@ def test_localisation_table_by_hand():
     assert "| quarter − half | **+100.0 ± 0.0** |" in cmp
     with pytest.raises(KeyError, match="no row"):
         ev.compare_rows(t, "half", "oracle")
+
+
+def test_grid_of_maps_and_box_rules_by_hand():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    half, quarter = (lambda g: (0, 0, 20, 10)), (lambda g: (0, 0, 10, 10))   # IoU 1/2, 1/4
+    rows = ev.grid_rows(["gradient", "guided"], {"half": dict(boxes=half), "quarter": dict(boxes=quarter)})
+    assert list(rows) == ["gradient / half", "gradient / quarter", "guided / half", "guided / quarter"]
+    assert rows["guided / quarter"] == {"maps": "guided", "crops": "full", "boxes": quarter}
+    caches: dict = {}
+    t = ev.localisation_table(clf, {"a": ds, "b": ds}, rows, topk=2, caches=caches)
+    assert sorted(k[1] for k in caches) == ["gradient", "gradient", "guided", "guided"]
+    md = ev.grid_markdown(t, ["gradient", "guided"], ["half", "quarter"]).splitlines()
+    assert md[0] == ("| map (top-2 loc. error, %) | half: a | half: b | half: together | quarter: a | "
+                     "quarter: b | quarter: together |")
+    assert md[1] == "|---|" + "---:|" * 6
+    # every image localised by the half box, none by the quarter: both maps tie, both bold
+    assert md[2] == "| gradient | " + " | ".join(["**0.0 ± 0.0**"] * 3 + ["**100.0 ± 0.0**"] * 3) + " |"
+    with pytest.raises(KeyError, match="grid_rows"):
+        ev.grid_markdown(t, ["gradient", "cam"], ["half"])
+    with pytest.raises(ValueError, match="empty"):
+        ev.grid_markdown({}, ["gradient"], ["half"])

@@ -41,6 +41,7 @@ __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache"
            "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods",
            "results_markdown", "METHODS", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
            "threshold", "full_image", "centred_box", "Outcomes", "localisation_outcomes",
+           "grid_rows", "grid_markdown",
            "bootstrap_se", "paired_comparison", "Comparison", "concat_outcomes", "DEFAULT_MAPS",
            "DEFAULT_SEGMENT", "typical_images", "guess_details",
            "localisation_table", "table_markdown", "compare_rows", "comparisons_markdown"]
@@ -822,6 +823,53 @@ def table_markdown(table: Mapping[str, Mapping[str, Outcomes]], n_boot: int = 20
         cells = [f"{100 * (1 - o.lock.mean()):.1f} ± {100 * bootstrap_se(~o.lock, n_boot):.1f} %"
                  for o in parts]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def grid_rows(maps: Sequence[str], boxes: Mapping[str, Mapping[str, object]],
+              crops: Crops = "full") -> dict[str, dict[str, object]]:
+    """The rows of a maps x box rules grid for :func:`localisation_table`: one row per (map,
+    box rule), named ``"<map> / <box label>"``.
+
+    Args:
+        maps: registered map names (:func:`deepinside.map_names`).
+        boxes: box label -> ``dict(boxes=..., **its parameters)`` (a :func:`box_method` spec).
+    """
+    return {f"{m} / {label}": {"maps": m, "crops": crops, **spec}
+            for m in maps for label, spec in boxes.items()}
+
+
+def grid_markdown(table: Mapping[str, Mapping[str, Outcomes]], maps: Sequence[str],
+                  boxes: Sequence[str], n_boot: int = 2000) -> str:
+    """A Markdown maps x box rules table of the :func:`grid_rows` rows of a
+    :func:`localisation_table`: one line per map; for each box rule, the top-k localisation error
+    ± its bootstrap standard error (percent) per folder and on all folders together; **bold**: the
+    best map of each column (lowest error)."""
+    if not table:
+        raise ValueError("grid_markdown() got an empty table")
+    folders = list(next(iter(table.values())))
+    cols = [*folders, None] if len(folders) > 1 else folders
+    k = next(iter(next(iter(table.values())).values())).topk
+
+    def pick(m: str, b: str, f: str | None) -> Outcomes:
+        name = f"{m} / {b}"
+        if name not in table:
+            raise KeyError(f"no row {name!r}: build the rows with grid_rows()")
+        return table[name][f] if f is not None else concat_outcomes(*table[name].values())
+
+    err = {(m, b, f): 1 - pick(m, b, f).lock.mean() for m in maps for b in boxes for f in cols}
+    best = {(b, f): min(err[(m, b, f)] for m in maps) for b in boxes for f in cols}
+    head = [f"{b}: {f or 'together'}" for b in boxes for f in cols]
+    lines = [f"| map (top-{k} loc. error, %) | " + " | ".join(head) + " |",
+             "|---|" + "---:|" * len(head)]
+    for m in maps:
+        cells = []
+        for b in boxes:
+            for f in cols:
+                o = pick(m, b, f)
+                text = f"{100 * err[(m, b, f)]:.1f} ± {100 * bootstrap_se(~o.lock, n_boot):.1f}"
+                cells.append(f"**{text}**" if err[(m, b, f)] == best[(b, f)] else text)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
