@@ -198,7 +198,7 @@ def test_evaluate_rows_from_the_flags():
     name, (m, make) = next(iter(cli._evaluate_rows(Namespace(maps="cam", boxes=None)).items()))
     assert m == "cam" and make() == ev.graphcut()
     name, (m, make) = next(iter(cli._evaluate_rows(Namespace(maps=None, boxes="graphcut")).items()))
-    assert m == "gradient"
+    assert m == ev.DEFAULT_MAPS
     only = cli._evaluate_rows(Namespace(maps=None, boxes="full_image"))
     assert all(m is None for m, _ in only.values()) and "whole image" in only
 
@@ -207,3 +207,21 @@ def test_evaluate_rows_from_the_flags():
 def test_evaluate_unknown_maps_or_boxes_is_a_usage_error(capsys, flag):
     code, _, err = _run(capsys, "evaluate", "root", *flag)
     assert code == 2 and "invalid choice" in err
+
+
+def test_map_option_values_are_typed():
+    assert cli._map_option("n=50") == ("n", 50)
+    assert cli._map_option("sigma=0.1") == ("sigma", 0.1)
+    assert cli._map_option("signed=true") == ("signed", True)
+    assert cli._map_option("layer=blocks.6") == ("layer", "blocks.6")
+
+
+@pytest.mark.parametrize("bad", ["n50", "=3", "2x=1"])
+def test_malformed_map_option_is_a_usage_error(capsys, bad):
+    code, _, err = _run(capsys, "evaluate", "root", "--maps", "smoothgrad", "--map-option", bad)
+    assert code == 2 and "KEY=VALUE" in err
+
+
+def test_map_option_without_maps_is_refused(capsys, ilsvrc_root):
+    code, _, err = _run(capsys, "evaluate", str(ilsvrc_root), "--limit", "2", "--map-option", "n=4")
+    assert code != 0 and "--map-option needs --maps" in err

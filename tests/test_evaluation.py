@@ -425,3 +425,25 @@ def test_grid_of_maps_and_box_rules_by_hand():
         ev.grid_markdown(t, ["gradient", "cam"], ["half"])
     with pytest.raises(ValueError, match="empty"):
         ev.grid_markdown({}, ["gradient"], ["half"])
+
+
+def test_map_options_reach_the_map_method():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    grad = ev.precompute_saliency(clf, ds, topk=2, maps="gradient", classes="all")
+    # SmoothGrad with one sample and no noise is the gradient map (Smilkov et al., eq. 3)
+    sg = ev.precompute_saliency(clf, ds, topk=2, maps="smoothgrad", classes="all",
+                                map_options={"n": 1, "sigma": 0.0})
+    assert grad.maps.keys() == sg.maps.keys()
+    for k in grad.maps:
+        np.testing.assert_allclose(sg.maps[k], grad.maps[k], rtol=1e-5, atol=1e-6)
+    noisy = ev.precompute_saliency(clf, ds, topk=2, maps="smoothgrad", classes="all",
+                                   map_options={"n": 2, "sigma": 0.3})
+    assert any(not np.allclose(noisy.maps[k], grad.maps[k]) for k in grad.maps)
+    with pytest.raises(ValueError, match="no option"):
+        ev.precompute_saliency(clf, ds, topk=2, maps="cam", map_options={"n": 2})
+    caches: dict = {}
+    rows = {"sg": dict(maps="smoothgrad", map_options={"n": 1, "sigma": 0.0}), "g": dict(maps="gradient")}
+    t = ev.localisation_table(clf, {"a": ds}, rows, topk=2, caches=caches)
+    assert ("a", "smoothgrad", "full", (("n", 1), ("sigma", 0.0))) in caches
+    assert (t["sg"]["a"].lock == t["g"]["a"].lock).all()

@@ -21,8 +21,8 @@ from typing import Sequence
 
 from .data import IlsvrcDataset, UnreadableImageError, load_image
 from .features import ImageList
-from .evaluation import (METHODS, box_method, centred_box, evaluate_localisation, full_image, graphcut,
-                         precompute_saliency, threshold)
+from .evaluation import (DEFAULT_MAPS, METHODS, box_method, centred_box, evaluate_localisation, full_image,
+                         graphcut, precompute_saliency, threshold)
 from .frames import CROPS
 from .localisation import MIN_SIDE, localise_details
 from .maps import map_names
@@ -44,6 +44,19 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
+
+
+def _map_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(key, value)``; the value as int, float, bool or string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. n=50), got {text!r}")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                          f"one of {', '.join(map_names())} (default: the table of the usual rows)")
     ev.add_argument("--boxes", choices=METHODS, metavar="NAME",
                     help=f"box rule with --maps: one of {', '.join(METHODS)} (default: graphcut)")
+    ev.add_argument("--map-option", action="append", type=_map_option, default=[], metavar="KEY=VALUE",
+                    help="an option of the --maps method, repeatable (e.g. n=50 for smoothgrad, "
+                         "stride=16 for occlusion)")
     loc.set_defaults(crops_default="ten")
     ev.set_defaults(crops_default="full")
 
@@ -366,21 +382,23 @@ def _evaluate_rows(args) -> dict:
     combination beside the two baselines."""
     if args.maps is None and args.boxes is None:
         return EVALUATE_ROWS
-    m, b = args.maps or "gradient", args.boxes or "graphcut"
+    m, b = args.maps or DEFAULT_MAPS, args.boxes or "graphcut"
     if b in ("full_image", "centered_box"):
         return {k: v for k, v in EVALUATE_ROWS.items() if v[0] is None}
     return {f"{b} on {m} maps": (m, lambda: box_method(b)),
             **{k: v for k, v in EVALUATE_ROWS.items() if v[0] is None}}
 
 
-def _shard_counts(clf, ds, k: int, crops: str, rows: dict) -> dict:
-    """Correct-guess counts of every row on the images of ``ds`` (a shard): they add up."""
+def _shard_counts(clf, ds, k: int, crops: str, rows: dict, map_options: dict | None = None) -> dict:
+    """Correct-guess counts of every row on the images of ``ds`` (a shard): they add up.
+    ``map_options``: map method -> its options (``--map-option``)."""
     caches: dict = {}
     counts = {}
     res: dict = {}
     for name, (maps, boxes) in rows.items():
         if maps is not None and maps not in caches:
-            caches[maps] = precompute_saliency(clf, ds, topk=k, crops=crops, maps=maps)
+            caches[maps] = precompute_saliency(clf, ds, topk=k, crops=crops, maps=maps,
+                                               map_options=(map_options or {}).get(maps))
         cache = caches.get(maps) if maps is not None else next(iter(caches.values()), None)
         res = evaluate_localisation(clf, ds, topk=k, cache=cache, boxes=boxes())
         counts[name] = [round((1 - res["top1_loc_err"]) * res["n"]),
@@ -396,9 +414,14 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
 
     k = args.topk
     rows = _evaluate_rows(args)
+    opts = dict(getattr(args, "map_option", None) or [])
+    if opts and args.maps is None:
+        raise UserError("--map-option needs --maps (the method the options are for)")
+    options = {args.maps: opts} if opts else None
     key = {"job": "evaluate", "model": args.model, "topk": k, "crops": args.crops,
            "root": str(Path(args.root).resolve()), "images": [r.image_path.name for r in ds.records],
-           "rows": {name: m for name, (m, _) in rows.items()}, "shard_size": args.shard_size}
+           "rows": {name: m for name, (m, _) in rows.items()}, "shard_size": args.shard_size,
+           **({"map_options": {k_: repr(v) for k_, v in sorted(opts.items())}} if opts else {})}
     store = None
     if args.out is not None:
         if args.out.exists() and not args.out.is_dir():
@@ -415,7 +438,7 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
             nonlocal clf
             if clf is None:  # not loaded when every shard is already on disk (merge only)
                 clf = _classifier(args)
-            return _shard_counts(clf, Subset(ds, range(a, b)), k, args.crops, rows)
+            return _shard_counts(clf, Subset(ds, range(a, b)), k, args.crops, rows, options)
 
         shards = run_sharded(len(ds), compute, shard_size=args.shard_size, ctx=ctx,
                              store=store, desc="evaluate")

@@ -341,6 +341,7 @@ def precompute_saliency(
     chunk: int = 16,
     maps: str | None = None,
     full_side: int | None = None,
+    map_options: Mapping[str, object] | None = None,
 ) -> SaliencyCache:
     """Classify every image (centre crop) and compute the saliency maps of its top-k classes once.
 
@@ -364,11 +365,14 @@ def precompute_saliency(
             when ``rule`` is not ``"gradient"``.
         full_side: for ``crops="full"``, the shorter side of the whole image fed to the network
             (default ``clf.input_size``; larger gives finer CAM / Grad-CAM maps).
+        map_options: options of the map method, passed to :func:`deepinside.compute_maps`
+            (e.g. ``{"n": 50}`` for SmoothGrad, ``{"stride": 16}`` for occlusion).
     """
     check_crops(crops)
     if maps is None:
         maps = rule if rule != "gradient" else DEFAULT_MAPS
-    if maps in RULES:
+    options = dict(map_options or {})
+    if maps in RULES and not options:
         rule, maps = maps, None
     if maps is not None and crops == "ten":
         raise ValueError(f"maps={maps!r} is computed on one input: use crops='center' or 'full' "
@@ -377,7 +381,7 @@ def precompute_saliency(
     def map_of(inputs, targets: list[int], crops: str) -> torch.Tensor:
         if maps is None:
             return saliency(clf, inputs, target=targets, crops=crops, rule=rule, batch_size=batch_size)
-        return compute_maps(clf, inputs, targets, method=maps, batch_size=batch_size)
+        return compute_maps(clf, inputs, targets, method=maps, batch_size=batch_size, **options)
 
     if classes not in ("needed", "all"):
         raise ValueError(f"classes must be 'needed' or 'all', got {classes!r}")
@@ -461,6 +465,7 @@ def evaluate_localisation(
     boxes: str | BoxMethod | None = None,
     rule: str = "gradient",
     maps: str | None = None,
+    map_options: Mapping[str, object] | None = None,
     **method_kwargs,
 ) -> dict[str, float | int]:
     """ILSVRC top-1 / top-k localisation and classification error of one box method.
@@ -482,6 +487,7 @@ def evaluate_localisation(
 
     Args:
         maps: the saliency method (:func:`deepinside.map_names`); None: :data:`DEFAULT_MAPS`.
+        map_options: that method's options (:func:`deepinside.compute_maps`), e.g. ``{"n": 50}``.
         boxes: the box rule: a name of :data:`METHODS` (``"graphcut"``, ``"threshold"``,
             ``"full_image"``, ``"centered_box"``) or a callable ``guess -> box``; default
             ``"graphcut"``. ``method_kwargs`` set the named rule's parameters, e.g.
@@ -501,7 +507,7 @@ def evaluate_localisation(
     if cache is None:
         if _needs_saliency(fn):
             cache = precompute_saliency(clf, dataset, topk=topk, crops=crops, rule=rule,
-                                        batch_size=batch_size, maps=maps)
+                                        batch_size=batch_size, maps=maps, map_options=map_options)
         else:
             cache = _classify_only(clf, dataset, topk, batch_size)
     out = localisation_outcomes(clf, dataset, cache, fn, topk=topk, min_iou=min_iou)
@@ -776,11 +782,13 @@ def localisation_table(
 
     Args:
         datasets: folder name -> dataset (e.g. the two development folders).
-        rows: row name -> ``dict(maps=..., crops=..., boxes=..., **box parameters)``; ``maps``
-            defaults to :data:`DEFAULT_MAPS`, ``crops`` to ``"full"``, ``boxes`` to
-            ``"graphcut"`` (:func:`box_method`: a name with its keywords, or a callable).
-        caches: ``(folder, maps, crops) -> SaliencyCache``, filled as maps are computed (pass a
-            dict to reuse them later); every (folder, maps, crops) is computed once.
+        rows: row name -> ``dict(maps=..., crops=..., boxes=..., map_options=...,
+            **box parameters)``; ``maps`` defaults to :data:`DEFAULT_MAPS`, ``crops`` to
+            ``"full"``, ``boxes`` to ``"graphcut"`` (:func:`box_method`: a name with its keywords,
+            or a callable), ``map_options`` (the map method's options) to none.
+        caches: ``(folder, maps, crops) -> SaliencyCache`` (``(folder, maps, crops, options)``
+            for rows with ``map_options``), filled as maps are computed (pass a dict to reuse
+            them later); every such key is computed once.
 
     Returns:
         row name -> folder name -> :class:`Outcomes`, in the order given.
@@ -790,13 +798,17 @@ def localisation_table(
     for name, spec in rows.items():
         kw = dict(spec)
         maps, crops = kw.pop("maps", DEFAULT_MAPS), kw.pop("crops", "full")
+        options = dict(kw.pop("map_options", None) or {})
         fn = box_method(kw.pop("boxes", "graphcut"), **kw)
         out[name] = {}
         for folder, ds in datasets.items():
             if _needs_saliency(fn):
                 key = (folder, maps, crops)
+                if options:
+                    key += (tuple(sorted(options.items())),)
                 if key not in caches:
-                    caches[key] = precompute_saliency(clf, ds, topk=topk, crops=crops, maps=maps)
+                    caches[key] = precompute_saliency(clf, ds, topk=topk, crops=crops, maps=maps,
+                                                      map_options=options)
                 cache = caches[key]
             else:
                 cache = next((c for (f, *_), c in caches.items() if f == folder), None)
