@@ -447,3 +447,28 @@ def test_map_options_reach_the_map_method():
     t = ev.localisation_table(clf, {"a": ds}, rows, topk=2, caches=caches)
     assert ("a", "smoothgrad", "full", (("n", 1), ("sigma", 0.0))) in caches
     assert (t["sg"]["a"].lock == t["g"]["a"].lock).all()
+
+
+def test_fused_boxes_are_the_mean_of_two_rules():
+    g = ev.Guess((40, 30), (0, 0, 40, 30), lambda: np.ones((30, 40), np.float32), lambda: None)
+    a, b = (lambda g: (0, 0, 20, 10)), (lambda g: (10, 4, 30, 30))
+    assert ev.fused(a, b)(g) == (5.0, 2.0, 25.0, 20.0)
+    assert ev.fused(a, b, weight=1.0)(g) == (0.0, 0.0, 20.0, 10.0)
+    assert ev.fused(a, lambda g: None)(g) == (0, 0, 20, 10)          # one missing: the other
+    assert ev.fused(lambda g: None, b)(g) == (10, 4, 30, 30)
+    assert ev.fused(lambda g: None, lambda g: None)(g) is None
+    with pytest.raises(ValueError, match="weight"):
+        ev.fused(a, b, weight=1.5)
+    named = ev.box_method("fused")
+    assert named == ev.fused() and named.first == ev.graphcut() and named.second == ev.threshold(0.1, 0.03)
+    assert ev.box_method("fused", pairwise=0).first == ev.graphcut(replace(ev.DEFAULT_SEGMENT, pairwise=0))
+    assert "fused" in ev.METHODS
+
+
+def test_fused_on_a_map_averages_its_graphcut_and_threshold_boxes():
+    clf, ims, top = _tiny_setup()
+    cache = ev.precompute_saliency(clf, TinyDataset(ims, top, [(0, 0, 20, 20)] * 4), topk=1,
+                                   maps="gradient")
+    g = ev.Guess((40, 30), cache.frames[0], lambda: cache.in_image(0, 0), lambda: ims[0])
+    gc, thr = ev.graphcut()(g), ev.threshold(0.1, 0.03)(g)
+    assert ev.fused()(g) == tuple((u + v) / 2 for u, v in zip(gc, thr))
