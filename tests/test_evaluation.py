@@ -421,6 +421,10 @@ def test_grid_of_maps_and_box_rules_by_hand():
     assert md[1] == "|---|" + "---:|" * 6
     # every image localised by the half box, none by the quarter: both maps tie, both bold
     assert md[2] == "| gradient | " + " | ".join(["**0.0 ± 0.0**"] * 3 + ["**100.0 ± 0.0**"] * 3) + " |"
+    only = ev.grid_markdown(t, ["gradient", "guided"], ["half", "quarter"], folders=[None]).splitlines()
+    assert only[0] == "| map (top-2 loc. error, %) | half: together | quarter: together |"
+    with pytest.raises(ValueError, match="not in the table"):
+        ev.grid_markdown(t, ["gradient"], ["half"], folders=["c"])
     with pytest.raises(KeyError, match="grid_rows"):
         ev.grid_markdown(t, ["gradient", "cam"], ["half"])
     with pytest.raises(ValueError, match="empty"):

@@ -22,7 +22,7 @@ from typing import Sequence
 from .data import IlsvrcDataset, UnreadableImageError, load_image
 from .features import ImageList
 from .evaluation import (DEFAULT_MAPS, METHODS, box_method, centred_box, evaluate_localisation, full_image,
-                         graphcut, precompute_saliency, threshold)
+                         fused, graphcut, precompute_saliency, threshold)
 from .frames import CROPS
 from .localisation import MIN_SIDE, localise_details
 from .maps import map_names
@@ -371,6 +371,7 @@ def _evaluate(args) -> int:
 #: The rows of ``deepinside evaluate``: name -> (saliency method, box rule); None: no saliency.
 EVALUATE_ROWS = {
     "GraphCut on gradient x Grad-CAM (default)": ("gradient_gradcam", lambda: graphcut()),
+    "mean of GraphCut and threshold boxes, same map": ("gradient_gradcam", lambda: fused()),
     "CAM > 20 % of max (CAM's rule)": ("cam", lambda: threshold(0.20)),
     "centred box, 80 % of each side": (None, lambda: centred_box(0.8)),
     "whole image": (None, lambda: full_image()),

@@ -893,15 +893,27 @@ def grid_rows(maps: Sequence[str], boxes: Mapping[str, Mapping[str, object]],
 
 
 def grid_markdown(table: Mapping[str, Mapping[str, Outcomes]], maps: Sequence[str],
-                  boxes: Sequence[str], n_boot: int = 2000) -> str:
+                  boxes: Sequence[str], folders: Sequence[str | None] | None = None,
+                  n_boot: int = 2000) -> str:
     """A Markdown maps x box rules table of the :func:`grid_rows` rows of a
     :func:`localisation_table`: one line per map; for each box rule, the top-k localisation error
     ± its bootstrap standard error (percent) per folder and on all folders together; **bold**: the
-    best map of each column (lowest error)."""
+    best map of each column (lowest error).
+
+    Args:
+        folders: the folders to show (None in the list: all folders together); default all
+            folders, then together.
+    """
     if not table:
         raise ValueError("grid_markdown() got an empty table")
-    folders = list(next(iter(table.values())))
-    cols = [*folders, None] if len(folders) > 1 else folders
+    have = list(next(iter(table.values())))
+    if folders is None:
+        cols = [*have, None] if len(have) > 1 else have
+    else:
+        cols = list(folders)
+        unknown = [f for f in cols if f is not None and f not in have]
+        if unknown or not cols:
+            raise ValueError(f"folders {unknown or cols} not in the table; it has {have}")
     k = next(iter(next(iter(table.values())).values())).topk
 
     def pick(m: str, b: str, f: str | None) -> Outcomes:
