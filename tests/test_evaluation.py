@@ -476,3 +476,18 @@ def test_fused_on_a_map_averages_its_graphcut_and_threshold_boxes():
     g = ev.Guess((40, 30), cache.frames[0], lambda: cache.in_image(0, 0), lambda: ims[0])
     gc, thr = ev.graphcut()(g), ev.threshold(0.1, 0.03)(g)
     assert ev.fused()(g) == tuple((u + v) / 2 for u, v in zip(gc, thr))
+
+
+def test_a_table_segments_each_map_once(monkeypatch):
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    calls = []
+    real = ev.segment
+    monkeypatch.setattr(ev, "segment", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = {"gc": dict(maps="gradient"), "fused": dict(maps="gradient", boxes="fused"),
+            "gc95": dict(maps="gradient", boxes=ev.graphcut(di.localisation.SegmentParams()))}
+    t = ev.localisation_table(clf, {"a": ds}, rows, topk=1)
+    assert len(calls) == 2 * 4              # two GraphCut settings, four images, each once
+    ref = ev.localisation_outcomes(clf, ds, ev.precompute_saliency(clf, ds, topk=1, maps="gradient"),
+                                   "fused", topk=1)
+    assert np.array_equal(ref.best_iou, t["fused"]["a"].best_iou, equal_nan=True)  # same boxes

@@ -140,12 +140,16 @@ class Guess:
     Attributes:
         size: ``(W, H)`` of the original image.
         frame: ``(x0, y0, x1, y1)``: where the saliency map's frame lies in it.
+        memo: a dict kept with the saliency cache for this (image, class), or None: a box rule
+            whose box depends only on the map, the image and its own parameters may store it
+            there (GraphCut does: a table that boxes the same map twice segments it once).
     """
 
     def __init__(self, size: tuple[int, int], frame: Box, saliency: Callable[[], np.ndarray | None],
-                 image: Callable[[], Image.Image]) -> None:
+                 image: Callable[[], Image.Image], memo: dict | None = None) -> None:
         self.size, self.frame = size, frame
         self._saliency, self._image = saliency, image
+        self.memo = memo
 
     @property
     def saliency(self) -> np.ndarray:
@@ -182,13 +186,19 @@ class graphcut:
     needs_saliency: ClassVar[bool] = True
 
     def __call__(self, g: Guess) -> Box | None:
+        memo = getattr(g, "memo", None)
+        if memo is not None and self in memo:
+            return memo[self]
         m = g.saliency
         valid = None
         if self.frame_only:
             valid = np.zeros(m.shape, bool)
             x0, y0, x1, y1 = g.frame
             valid[y0:y1, x0:x1] = True
-        return bounding_box(segment(g.image, m, self.params, valid=valid))
+        box = bounding_box(segment(g.image, m, self.params, valid=valid))
+        if memo is not None:
+            memo[self] = box
+        return box
 
 
 @dataclass(frozen=True)
@@ -339,6 +349,8 @@ class SaliencyCache:
         maps: ``(image, rank) -> map`` in the frame of ``crops`` (float32, scaled to max 1;
             saliency is used through quantiles and ratios to the maximum, so the scale is free).
         frames: ``image -> (x0, y0, x1, y1)``: where that frame lies in the original image.
+        boxes: ``(image, rank) -> {box rule: box}``: boxes already computed on these maps by
+            rules that memoise them (:attr:`Guess.memo`).
     """
 
     crops: str
@@ -347,6 +359,7 @@ class SaliencyCache:
     sizes: list[tuple[int, int]]
     maps: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     frames: dict[int, tuple[int, int, int, int]] = field(default_factory=dict)
+    boxes: dict[tuple[int, int], dict] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def topk(self) -> int:
@@ -598,6 +611,7 @@ def localisation_outcomes(clf, dataset, cache: SaliencyCache, boxes: str | BoxMe
     best = np.full(n, np.nan)
     records = getattr(dataset, "records", None)
     name = getattr(fn, "__name__", type(fn).__name__)
+    memo = getattr(cache, "boxes", None)   # None in a cache pickled before it had the field
     for i in progress(range(n), desc=f"localisation ({name})", unit="img"):
         rec = records[i] if records is not None else dataset[i][1]
         gt_cls = _gt_classes(clf, rec)
@@ -610,7 +624,8 @@ def localisation_outcomes(clf, dataset, cache: SaliencyCache, boxes: str | BoxMe
                 guesses.append((c, None))
                 continue
             frame = cache.frames.get(i, (0, 0, *cache.sizes[i]))
-            g = Guess(cache.sizes[i], frame, lambda i=i, r=r: cache.in_image(i, r), image_once)
+            g = Guess(cache.sizes[i], frame, lambda i=i, r=r: cache.in_image(i, r), image_once,
+                      memo=memo.setdefault((i, r), {}) if memo is not None else None)
             box = fn(g)
             guesses.append((c, box))
             o = max((iou(box, gb) for gb, gc in zip(gts, gt_cls) if gc == c), default=0.0) \
