@@ -491,3 +491,19 @@ def test_a_table_segments_each_map_once(monkeypatch):
     ref = ev.localisation_outcomes(clf, ds, ev.precompute_saliency(clf, ds, topk=1, maps="gradient"),
                                    "fused", topk=1)
     assert np.array_equal(ref.best_iou, t["fused"]["a"].best_iou, equal_nan=True)  # same boxes
+
+
+def test_slow_maps_take_their_localisation_options_unless_given(monkeypatch):
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    seen = []
+    real = ev.compute_maps
+    monkeypatch.setattr(ev, "compute_maps", lambda *a, **k: seen.append(k) or real(*a, **k))
+    monkeypatch.setitem(ev.LOCALISATION_MAP_OPTIONS, "smoothgrad", {"n": 2})
+    ev.precompute_saliency(clf, ds, topk=1, maps="smoothgrad")
+    assert seen[-1]["n"] == 2
+    ev.precompute_saliency(clf, ds, topk=1, maps="smoothgrad", map_options={"n": 3})
+    assert seen[-1]["n"] == 3
+    ev.precompute_saliency(clf, ds, topk=1, maps="smoothgrad", map_options={})   # its own default
+    assert "n" not in seen[-1]
+    assert ev.LOCALISATION_MAP_OPTIONS["occlusion"] == {"stride": 32}
