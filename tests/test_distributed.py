@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepinside.distributed import Context, ShardStore, Subset, run_sharded, shard_ranges
+from deepinside.distributed import (Context, ShardStore, ShardStoreError, Subset, files_digest,
+                                   run_sharded, shard_ranges)
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
 
@@ -134,3 +136,87 @@ def test_a_slow_rank_claims_fewer_shards_and_the_result_is_unchanged(tmp_path, w
     got = _launch(tmp_path, n, size, tmp_path / "store" if with_store else None, SLOW_RANK="1")
     assert got["shards"] == run_sharded(n, _squares, shard_size=size)
     assert sum(got["per_rank"]) == 20 and got["per_rank"][0] >= 15, got["per_rank"]
+
+
+# --- a shard's identity is what it was computed from (issue 24) ---------------------------------
+
+def _run_counting(tmp_path, n=8, size=4, **store_kw):
+    calls = []
+
+    def compute(a, b):
+        calls.append((a, b))
+        return _squares(a, b)
+
+    res = run_sharded(n, compute, shard_size=size, store=ShardStore(tmp_path, {"j": 1}, **store_kw))
+    return res, calls
+
+
+def test_changed_inputs_recompute_only_that_shard(tmp_path, capsys):
+    files = [tmp_path / f"f{i}.txt" for i in range(8)]
+    for f in files:
+        f.write_text("a")
+    inputs = lambda a, b: files_digest(files[a:b])  # noqa: E731
+    first, calls = _run_counting(tmp_path / "out", inputs=inputs)
+    assert calls == [(0, 4), (4, 8)]
+    files[5].write_text("b")  # an annotation edited after the run
+    again, calls = _run_counting(tmp_path / "out", inputs=inputs)
+    assert calls == [(4, 8)] and again == first
+    assert "other images or annotations" in capsys.readouterr().err
+
+
+def test_shards_of_another_job_without_job_json_are_recomputed(tmp_path, capsys):
+    run_sharded(8, _squares, shard_size=4, store=ShardStore(tmp_path / "a", {"topk": 5}))
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "shards", tmp_path / "b" / "shards")
+    calls = []
+    res = run_sharded(8, lambda a, b: calls.append(a) or _squares(a, b), shard_size=4,
+                      store=ShardStore(tmp_path / "b", {"topk": 3}))
+    assert calls == [0, 4] and res == run_sharded(8, _squares, shard_size=4)
+    assert capsys.readouterr().err.count("another job") == 2
+
+
+@pytest.mark.parametrize("text", ["", "{trunc", "\x00\xff garbage", "[1, 2]",
+                                  '{"format": 2, "job": "x", "result": 1}'])
+def test_unparsable_shard_is_recomputed_with_one_warning(tmp_path, capsys, text):
+    first, _ = _run_counting(tmp_path)
+    store = ShardStore(tmp_path, {"j": 1})
+    store.path((0, 4)).write_bytes(text.encode("latin-1"))
+    again, calls = _run_counting(tmp_path)
+    assert calls == [(0, 4)] and again == first
+    err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(err) == 1 and "00000000-00000004.json" in err[0]
+
+
+def test_impossible_result_is_recomputed(tmp_path, capsys):
+    check = lambda r, a, b: None if len(r["items"]) == b - a else "wrong length"  # noqa: E731
+    first, _ = _run_counting(tmp_path, check=check)
+    p = ShardStore(tmp_path, {"j": 1}).path((4, 8))
+    doc = json.loads(p.read_text())
+    doc["result"]["items"] = [900, -5]
+    p.write_text(json.dumps(doc))
+    again, calls = _run_counting(tmp_path, check=check)
+    assert calls == [(4, 8)] and again == first
+    assert "impossible result: wrong length" in capsys.readouterr().err
+
+
+def test_merge_only_writes_nothing(tmp_path, monkeypatch):
+    first, _ = _run_counting(tmp_path)
+    import deepinside.distributed as dd
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(dd, "_atomic_write", refuse)
+    again, calls = _run_counting(tmp_path)  # read-only folder: the merge still works
+    assert calls == [] and again == first
+    ShardStore(tmp_path, {"j": 1}).path((0, 4)).unlink()
+    with pytest.raises(ShardStoreError, match="cannot write.*Permission denied"):
+        _run_counting(tmp_path)
+
+
+def test_shards_being_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "shards").write_text("not a folder")
+    with pytest.raises(ShardStoreError, match="cannot write results under"):
+        _run_counting(tmp_path)
+    with pytest.raises(ShardStoreError, match="not a directory"):
+        ShardStore(tmp_path / "shards", {"j": 1})

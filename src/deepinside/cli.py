@@ -17,8 +17,9 @@ import sys
 
 import torch
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+from .distributed import ShardStoreError
 from .data import IlsvrcDataset, UnreadableImageError, load_image
 from .features import ImageList
 from .evaluation import (DEFAULT_MAPS, METHODS, box_method, centred_box, evaluate_localisation, full_image,
@@ -174,7 +175,8 @@ def _top_activations(args) -> int:
     key = {"job": "top-activations", "model": args.model, "layers": args.layer, "units": units,
            "k": args.k, "batch_size": args.batch_size, "shard_size": args.shard_size,
            "data": data.key()}
-    store = _store(args.out, key)
+    store = _store(args.out, key, inputs=_records_digest(data.records),
+                   check=_check_top(args.layer, units, args.k))
     try:
         res = top_activations_job(lambda: clf, data, args.layer, units, args.k,
                                   batch_size=args.batch_size, shard_size=args.shard_size,
@@ -212,15 +214,117 @@ def _channels(clf, module) -> int:
     return int(out["c"])
 
 
-def _store(out: Path, key: dict):
+def _store(out: Path, key: dict, **checks):
+    """The shard store of ``--out`` (``checks``: ``inputs`` and ``check`` of :class:`ShardStore`)."""
     from .distributed import ShardStore
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     try:
-        return ShardStore(out, key)
+        return ShardStore(out, key, **checks)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def _records_digest(records: Sequence) -> Callable[[int, int], str]:
+    """A shard's content hash: the bytes of its images and their annotations."""
+    from .data import record_files
+    from .distributed import files_digest
+
+    return lambda a, b: files_digest([f for r in records[a:b] for f in record_files(r)])
+
+
+def _is_count(x: object, n: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= n
+
+
+def _check_counts(names: Sequence[str], k: int) -> Callable[[dict, int, int], str | None]:
+    """What is impossible in an evaluate shard of images ``a..b-1``."""
+    def check(res: dict, a: int, b: int) -> str | None:
+        n = b - a
+        if res["n"] != n:
+            return f"n = {res['n']!r} for a shard of {n} images"
+        if sorted(res["rows"]) != sorted(names):
+            return f"rows {sorted(res['rows'])}, expected {sorted(names)}"
+        for name, c in res["rows"].items():
+            if len(c) != 2 or not all(_is_count(x, n) for x in c):
+                return f"counts {c} of {name!r} are not two integers in 0..{n}"
+        c1, ck = res["rows"]["classification"]
+        if c1 > ck:
+            return f"top-1 correct ({c1}) exceeds top-{k} correct ({ck})"
+        return None
+    return check
+
+
+def _check_top(layers: Sequence[str], units: dict, k: int) -> Callable[[dict, int, int], str | None]:
+    """What is impossible in a top-activations shard of images ``a..b-1``."""
+    def check(res: dict, a: int, b: int) -> str | None:
+        if sorted(res) != sorted(layers):
+            return f"layers {sorted(res)}, expected {sorted(layers)}"
+        for name, r in res.items():
+            if r["n_images"] != b - a:
+                return f"{name}: n_images = {r['n_images']!r} for {b - a} images"
+            if units.get(name) is not None and r["units"] != units[name]:
+                return f"{name}: other units than the job's"
+            idx = torch.tensor(r["image_index"], dtype=torch.int64)
+            val = torch.tensor(r["values"], dtype=torch.float32)
+            pos = torch.tensor(r["position"], dtype=torch.int64).reshape(len(r["units"]), -1, 2)
+            h, w = r["map_size"]
+            if idx.shape != val.shape or idx.shape[0] != len(r["units"]) or idx.shape[1] > k:
+                return f"{name}: lists of shape {tuple(idx.shape)} / {tuple(val.shape)}"
+            if idx.numel() and (idx.min() < a or idx.max() >= b):
+                return f"{name}: image index outside {a}..{b - 1}"
+            if not torch.isfinite(val).all():
+                return f"{name}: non-finite activation values"
+            if pos.numel() and (pos.min() < 0 or pos[..., 0].max() >= h or pos[..., 1].max() >= w):
+                return f"{name}: position outside the {h}x{w} map"
+        return None
+    return check
+
+
+def _check_class_models(classes: Sequence[int]) -> Callable[[list, int, int], str | None]:
+    """What is impossible in a class-models shard of classes ``a..b-1`` (the PNGs decode)."""
+    import math
+
+    from .jobs import _unpng
+
+    def check(res: list, a: int, b: int) -> str | None:
+        if [e["class_index"] for e in res] != list(classes[a:b]):
+            return f"classes {[e['class_index'] for e in res]}, expected {list(classes[a:b])}"
+        for e in res:
+            if not math.isfinite(float(e["score"])):
+                return f"class {e['class_index']}: non-finite score"
+            try:
+                img = _unpng(e["png"])
+            except Exception as err:  # any decoding failure of PIL/base64 means a bad file
+                return f"class {e['class_index']}: image does not decode ({type(err).__name__})"
+            if img.ndim != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 1:
+                return f"class {e['class_index']}: image of shape {img.shape}"
+        return None
+    return check
+
+
+def _check_map_options(method: str, opts: dict) -> None:
+    """``--map-option`` values that the method ``method`` accepts, with the right types."""
+    import inspect
+
+    from .maps import _REGISTRY
+
+    params = {p.name: p for p in inspect.signature(_REGISTRY[method]).parameters.values()
+              if p.kind == p.KEYWORD_ONLY}
+    for name, value in opts.items():
+        if name not in params:
+            raise UserError(f"--map-option {name}={value}: {method} has no option {name!r} "
+                            f"(its options: {', '.join(params) or 'none'})")
+        default = params[name].default
+        if default is inspect.Parameter.empty or default is None:
+            ann = str(params[name].annotation)
+            kinds = [t for t in (bool, int, float, str) if t.__name__ in ann] or [type(value)]
+        else:
+            kinds = [type(default)] + ([int] if isinstance(default, float) else [])
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, tuple(kinds)):
+            raise UserError(f"--map-option {name}={value}: {method}'s {name} takes "
+                            f"{' or '.join(t.__name__ for t in kinds)}")
 
 
 def _class_models(args) -> int:
@@ -243,7 +347,7 @@ def _class_models(args) -> int:
         opts["steps"] = args.steps
     key = {"job": "class-models", "model": args.model, "classes": classes,
            "shard_size": args.shard_size, **opts}
-    store = _store(args.out, key)
+    store = _store(args.out, key, check=_check_class_models(classes))
     res = class_models_job(lambda: clf, classes, shard_size=args.shard_size, device=clf.device,
                            threads=args.threads, store=store, **opts)
     if res is None:
@@ -418,6 +522,8 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     opts = dict(getattr(args, "map_option", None) or [])
     if opts and args.maps is None:
         raise UserError("--map-option needs --maps (the method the options are for)")
+    if opts:
+        _check_map_options(args.maps, opts)
     options = {args.maps: opts} if opts else None
     key = {"job": "evaluate", "model": args.model, "topk": k, "crops": args.crops,
            "root": str(Path(args.root).resolve()), "images": [r.image_path.name for r in ds.records],
@@ -425,12 +531,8 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
            **({"map_options": {k_: repr(v) for k_, v in sorted(opts.items())}} if opts else {})}
     store = None
     if args.out is not None:
-        if args.out.exists() and not args.out.is_dir():
-            raise UserError(f"--out {args.out} exists and is not a directory")
-        try:
-            store = ShardStore(args.out, key)
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        store = _store(args.out, key, inputs=_records_digest(ds.records),
+                       check=_check_counts([*rows, "classification"], k))
     device = resolve_device(args.device)
     with distributed(device, threads=args.threads) as ctx:
         clf = None
@@ -469,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "class-models":
             return _class_models(args)
         return _evaluate(args)
-    except UserError as e:
+    except (UserError, ShardStoreError) as e:
         print(f"deepinside: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

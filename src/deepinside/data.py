@@ -216,6 +216,12 @@ class IlsvrcRecord:
     box_wnids: tuple[str, ...]
 
 
+def record_files(rec: IlsvrcRecord) -> tuple[Path, Path]:
+    """The JPEG and the XML annotation a record was read from (``images/``, ``annotations/``)."""
+    p = Path(rec.image_path)
+    return p, p.parent.parent / "annotations" / f"{p.stem}.xml"
+
+
 def _xml_number(parent: ET.Element, tag: str, xml_path: Path, kind: type) -> float | int:
     """The number in ``<tag>`` under ``parent`` (``int`` or finite ``float``); else a ValueError
     naming the file and the tag."""

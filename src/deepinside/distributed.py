@@ -30,6 +30,7 @@ when given (``deepinside ... --threads``).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -49,7 +50,7 @@ from ._progress import mode as progress_mode
 from ._progress import progress
 
 __all__ = ["Context", "distributed", "shard_ranges", "ShardStore", "run_sharded", "Subset",
-           "ShardTiming", "last_timing"]
+           "ShardTiming", "last_timing", "ShardStoreError", "files_digest"]
 
 
 @dataclass(frozen=True)
@@ -171,47 +172,152 @@ class Subset:
         return (self[i] for i in range(len(self)))
 
 
+class ShardStoreError(ValueError):
+    """A shard folder that cannot be read or written (read-only, ``shards`` a file, ...)."""
+
+
+def files_digest(paths: Sequence[str | os.PathLike]) -> str:
+    """SHA-256 over the names, sizes and bytes of ``paths`` (in order): what a shard was
+    computed from. Hashing the JPEGs and XMLs of a shard costs milliseconds next to its
+    forward passes."""
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p)
+        data = p.read_bytes()
+        h.update(f"{p.name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
 class ShardStore:
     """One JSON file per finished shard under ``folder/shards/``, and the job's key.
 
-    ``key`` identifies what is computed (model, options, dataset): reopening a folder with a
-    different key is an error, so a restart never mixes two jobs' results.
+    A shard's identity is what it was computed from. Each shard file carries the digest of the
+    job ``key`` (model, every option that changes a number, the dataset) and, when ``inputs`` is
+    given, ``inputs(start, stop)``: a content hash of the shard's items (e.g.
+    :func:`files_digest` of its images and annotations). A shard file counts as done only when it
+    parses, both digests match and ``check(result, start, stop)`` (when given) finds nothing
+    impossible; otherwise it is recomputed, with a one-line warning naming the file and why. So
+    an annotation edited after a run recomputes that shard, and shards copied into a folder
+    without ``job.json`` are not merged into a job they do not belong to.
+
+    Reopening a folder whose ``job.json`` holds a different key is an error, so a restart never
+    mixes two jobs' results. Merging shards that are all present writes nothing (a read-only
+    folder merges).
     """
 
-    def __init__(self, folder: str | os.PathLike, key: dict[str, Any]) -> None:
+    FORMAT = 2
+
+    def __init__(self, folder: str | os.PathLike, key: dict[str, Any], *,
+                 inputs: Callable[[int, int], str] | None = None,
+                 check: Callable[[Any, int, int], str | None] | None = None) -> None:
         self.folder = Path(folder)
         self.key = json.loads(json.dumps(key))  # canonical, JSON-able
+        self.job_digest = _key_digest(self.key)
+        self.inputs = inputs
+        self.check = check
+        self._valid: dict[tuple[int, int], Any] = {}
+        self._digests: dict[tuple[int, int], str | None] = {}
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ShardStoreError(f"{self.folder} exists and is not a directory")
         job = self.folder / "job.json"
         if job.exists():
             try:
                 old = json.loads(job.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"{job} is not a job file of deepinside: {e}") from None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ShardStoreError(f"{job} is not a job file of deepinside: {e}") from None
+            if not isinstance(old, dict):
+                raise ShardStoreError(f"{job} is not a job file of deepinside")
             if old != self.key:
                 diff = sorted(k for k in set(old) | set(self.key) if old.get(k) != self.key.get(k))
-                raise ValueError(f"{self.folder} holds the results of another job (differs in "
-                                 f"{', '.join(diff)}); use another --out folder")
+                raise ShardStoreError(f"{self.folder} holds the results of another job (differs "
+                                      f"in {', '.join(diff)}); use another --out folder")
 
     def prepare(self) -> None:
         """Create the folder and write the job key (rank 0, before any shard is written)."""
-        (self.folder / "shards").mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / "job.json", json.dumps(self.key, indent=1, sort_keys=True))
+        try:
+            (self.folder / "shards").mkdir(parents=True, exist_ok=True)
+            job = self.folder / "job.json"
+            text = json.dumps(self.key, indent=1, sort_keys=True)
+            if not job.exists() or job.read_text() != text:
+                _atomic_write(job, text)
+        except OSError as e:
+            raise ShardStoreError(f"cannot write results under {self.folder}: "
+                                  f"{e.strerror or e} ({e.filename or self.folder})") from None
 
     def path(self, shard: tuple[int, int]) -> Path:
         return self.folder / "shards" / f"{shard[0]:08d}-{shard[1]:08d}.json"
 
+    def _digest(self, shard: tuple[int, int]) -> str | None:
+        if self.inputs is None:
+            return None
+        if shard not in self._digests:
+            self._digests[shard] = self.inputs(*shard)
+        return self._digests[shard]
+
+    def problem(self, shard: tuple[int, int]) -> str | None:
+        """Why the file of ``shard`` cannot be used (None when it can); ``"missing"`` if absent."""
+        p = self.path(shard)
+        if not p.is_file():
+            return "missing"
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return f"does not parse ({type(e).__name__})"
+        if not isinstance(doc, dict) or doc.get("format") != self.FORMAT or "result" not in doc:
+            return "is not a shard file of this version"
+        if doc.get("job") != self.job_digest:
+            return "was computed for another job (model or options differ)"
+        if doc.get("inputs") != self._digest(shard):
+            return "was computed from other images or annotations (their contents changed)"
+        if self.check is not None:
+            try:
+                why = self.check(doc["result"], *shard)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+                why = f"malformed result ({type(e).__name__}: {e})"
+            if why:
+                return f"holds an impossible result: {why}"
+        self._valid[shard] = doc["result"]
+        return None
+
     def done(self, shard: tuple[int, int]) -> bool:
-        return self.path(shard).exists()
+        return shard in self._valid or self.problem(shard) is None
+
+    def missing(self, shards: Sequence[tuple[int, int]], *, warn: bool = True
+                ) -> list[tuple[int, int]]:
+        """The shards to compute: absent, or present but unusable (one warning line each)."""
+        todo = []
+        for s in shards:
+            why = self.problem(s)
+            if why is None:
+                continue
+            todo.append(s)
+            if why != "missing" and warn:
+                print(f"deepinside: warning: shard {self.path(s)} {why}; recomputing it",
+                      file=sys.stderr, flush=True)
+        return todo
 
     def save(self, shard: tuple[int, int], result: Any) -> None:
-        _atomic_write(self.path(shard), json.dumps(result))
+        doc = {"format": self.FORMAT, "job": self.job_digest, "inputs": self._digest(shard),
+               "result": result}
+        try:
+            _atomic_write(self.path(shard), json.dumps(doc))
+        except OSError as e:
+            raise ShardStoreError(f"cannot write shard {self.path(shard)}: "
+                                  f"{e.strerror or e}") from None
+        self._valid[shard] = json.loads(json.dumps(result))
 
     def load(self, shard: tuple[int, int]) -> Any:
-        p = self.path(shard)
-        try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read shard result {p}: {e}") from None
+        if shard in self._valid:
+            return self._valid[shard]
+        why = self.problem(shard)
+        if why is not None:
+            raise ShardStoreError(f"shard {self.path(shard)} {why}")
+        return self._valid[shard]
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -303,10 +409,11 @@ def run_sharded(n: int, compute: Callable[[int, int], Any], *, shard_size: int =
     """
     ctx = ctx or Context()
     shards = shard_ranges(n, shard_size)
-    if store is not None and ctx.is_main:
+    # the missing (or unusable) shards, listed by every rank before anyone writes one (same
+    # list on each rank); a merge of shards that are all there writes nothing
+    todo = shards if store is None else store.missing(shards, warn=ctx.is_main)
+    if store is not None and ctx.is_main and todo:
         store.prepare()
-    # the missing shards, listed by every rank before anyone writes one (same list on each rank)
-    todo = [s for s in shards if store is None or not store.done(s)]
     if ctx.active:
         dist.barrier()  # the job key is written and every rank has listed what is missing
     t0 = time.perf_counter()
