@@ -197,6 +197,10 @@ def _annotation(width: str = "50", height: str = "40", box: str = "<xmin>0</xmin
     (_annotation(box="<xmin>a</xmin><ymin>2</ymin><xmax>10</xmax><ymax>30</ymax>"), "not a number"),
     (_annotation(width="five hundred"), "<width>five hundred</width> is not a number"),
     (_annotation(height="0"), "has no pixels"),
+    (_annotation(box="<xmin>0</xmin><ymin>2</ymin><xmax>60</xmax><ymax>30</ymax>"),
+     "lies outside the 50x40 image"),
+    (_annotation(box="<xmin>-3</xmin><ymin>2</ymin><xmax>10</xmax><ymax>30</ymax>"),
+     "lies outside"),
 ])
 def test_ilsvrc_reader_refuses_bad_boxes_naming_the_file(tmp_path, xml, message):
     # regression: a missing <xmin> became NaN, xmax < xmin passed, "five hundred" a bare int() error
@@ -224,3 +228,18 @@ def test_ilsvrc_sample_when_present(ilsvrc_root):
     assert img.size == (rec.width, rec.height)
     for x0, y0, x1, y1 in rec.boxes:
         assert 0 <= x0 < x1 <= rec.width and 0 <= y0 < y1 <= rec.height
+
+
+def test_ilsvrc_size_that_disagrees_with_the_image_is_refused(tmp_path):
+    # an XML <width> that is not the image's: its boxes would be scored misplaced
+    root = _fake_ilsvrc(tmp_path / "val")
+    xml = root / "annotations" / "ILSVRC2012_val_00000002.xml"
+    w, h = Image.open(root / "images" / "ILSVRC2012_val_00000002.JPEG").size
+    xml.write_text(_annotation(width=str(w + 7), height=str(h), box="<xmin>0</xmin><ymin>0</ymin>"
+                               "<xmax>3</xmax><ymax>3</ymax>"))
+    ds = di.IlsvrcDataset(root)
+    i = [r.image_path.name for r in ds.records].index("ILSVRC2012_val_00000002.JPEG")
+    with pytest.raises(ValueError, match=rf"00000002.JPEG is {w}x{h} pixels but .*<size> {w + 7}x{h}"):
+        ds[i]
+    with pytest.raises(ValueError, match="boxes would be misplaced"):
+        ds.check_images()

@@ -258,11 +258,24 @@ def _parse_annotation(xml_path: Path, wnid_index: dict[str, int], image_path: Pa
         if x1 < x0 or y1 < y0:
             raise ValueError(f"{xml_path}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) has xmax < xmin or "
                              "ymax < ymin")
+        # xmax == width is tolerated: boxes scaled to a resized image and rounded end there
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise ValueError(f"{xml_path}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the "
+                             f"{width}x{height} image of <size>")
         boxes.append((x0, y0, x1 + 1.0, y1 + 1.0))
         wn.append(name)
     if not boxes:
         raise ValueError(f"{xml_path} has no <object> boxes")
     return IlsvrcRecord(image_path, wn[0], wnid_index[wn[0]], width, height, tuple(boxes), tuple(wn))
+
+
+def _check_size(rec: IlsvrcRecord, w: int, h: int) -> None:
+    """The boxes are in the pixels of ``<size>``: an image of another size would be scored
+    against misplaced boxes, so it is refused, naming both files."""
+    if (w, h) != (rec.width, rec.height):
+        xml = record_files(rec)[1]
+        raise ValueError(f"{rec.image_path} is {w}x{h} pixels but {xml.name} says <size> "
+                         f"{rec.width}x{rec.height}: the boxes would be misplaced")
 
 
 class IlsvrcDataset:
@@ -310,10 +323,13 @@ class IlsvrcDataset:
                 raise UnreadableImageError(f"{p} is not an image file PIL can read ({e})") from None
             if w * h > max_pixels or w < 1 or h < 1:
                 raise UnreadableImageError(f"{p} is {w}x{h} pixels: outside 1..max_pixels={max_pixels:,}")
+            _check_size(rec, w, h)
 
     def __getitem__(self, i: int) -> tuple[Image.Image, IlsvrcRecord]:
         rec = self.records[i]
-        return load_image(rec.image_path), rec
+        img = load_image(rec.image_path)
+        _check_size(rec, *img.size)
+        return img, rec
 
     def __iter__(self) -> Iterator[tuple[Image.Image, IlsvrcRecord]]:
         for i in range(len(self)):
