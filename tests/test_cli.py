@@ -225,3 +225,31 @@ def test_malformed_map_option_is_a_usage_error(capsys, bad):
 def test_map_option_without_maps_is_refused(capsys, ilsvrc_root):
     code, _, err = _run(capsys, "evaluate", str(ilsvrc_root), "--limit", "2", "--map-option", "n=4")
     assert code != 0 and "--map-option needs --maps" in err
+
+
+def test_shard_checks_find_impossible_results():
+    """Issue 24: a top-activations shard with an image index outside it and a class-models shard
+    whose PNG does not decode are impossible: the store recomputes them instead of merging."""
+    from deepinside.cli import _check_class_models, _check_counts, _check_top
+    from deepinside.jobs import _png
+    import numpy as np
+
+    top = {"units": [0, 1], "values": [[2.0], [1.0]], "image_index": [[4], [5]],
+           "position": [[[0, 1]], [[1, 0]]], "map_size": [2, 2], "n_images": 4}
+    check = _check_top(["blocks.4"], {"blocks.4": [0, 1]}, k=9)
+    assert check({"blocks.4": top}, 4, 8) is None
+    assert "image index outside 4..7" in check({"blocks.4": {**top, "image_index": [[4], [99]]}}, 4, 8)
+    assert "position outside" in check({"blocks.4": {**top, "position": [[[0, 5]], [[1, 0]]]}}, 4, 8)
+    assert "other units" in check({"blocks.4": {**top, "units": [0, 2]}}, 4, 8)
+    good = {"class_index": 3, "class_name": "c", "score": 1.0,
+            "png": _png(np.zeros((4, 4, 3), np.uint8))}
+    check = _check_class_models([7, 3])
+    assert check([good], 1, 2) is None
+    assert "does not decode" in check([{**good, "png": "bm90IGEgcG5n"}], 1, 2)
+    assert "expected [3]" in check([{**good, "class_index": 5}], 1, 2)
+    check = _check_counts(["graphcut", "classification"], 5)
+    assert check({"n": 4, "rows": {"graphcut": [1, 2], "classification": [2, 3]}}, 0, 4) is None
+    assert "not two integers in 0..4" in check(
+        {"n": 4, "rows": {"graphcut": [900, -5], "classification": [2, 3]}}, 0, 4)
+    assert "exceeds top-5" in check({"n": 4, "rows": {"graphcut": [1, 2],
+                                                      "classification": [3, 2]}}, 0, 4)
