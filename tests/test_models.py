@@ -158,3 +158,22 @@ def test_import_needs_no_network():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_unknown_model_names_fail_without_any_network(monkeypatch):
+    """Issue 24: "nosuch" asked DNS for a hub before saying "unknown model"; None crashed."""
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("network access for an unknown model name")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(ValueError, match="unknown model 'nosuch'"):
+        di.load_classifier("nosuch", device="cpu")
+    with pytest.raises(ValueError, match="unknown torchvision model 'nosuch'"):
+        di.load_classifier("torchvision/nosuch", device="cpu")
+    with pytest.raises(TypeError, match="name must be a model name"):
+        di.load_classifier(None)
+    with pytest.raises(TypeError, match="name must be a model name"):
+        di.load_classifier(3)

@@ -372,8 +372,28 @@ def _hf_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = old_env
 
 
+def _check_hub_name(name: str) -> None:
+    """ValueError for a name that is neither a timm model nor ``torchvision/<architecture>``
+    (local lists only: no DNS, no hub)."""
+    if name.startswith("torchvision/"):
+        import torchvision
+
+        arch = name.split("/", 1)[1]
+        if arch not in torchvision.models.list_models():
+            raise ValueError(f"unknown torchvision model {arch!r} (torchvision.models.list_models() "
+                             "lists them)")
+        return
+    import timm
+
+    base = name.split(".", 1)[0]  # timm's "arch.pretrained_tag"
+    if not (timm.is_model(base) or name in timm.list_models(pretrained=True)):
+        raise ValueError(f"unknown model {name!r}: not one of {', '.join(_LITE)} nor a timm model "
+                         "name (timm.list_models()) nor 'torchvision/<architecture>'")
+
+
 def _hub_net(name: str, download: bool | None) -> tuple[nn.Module, dict]:
     """A timm model (or ``torchvision/<name>``) with pretrained weights, and its data config."""
+    _check_hub_name(name)  # before any network access: an unknown name fails offline
     if download is None:
         download = _online()
     if name.startswith("torchvision/"):
@@ -446,6 +466,9 @@ def load_classifier(
         WeightsUnavailableError: weights neither installed nor downloadable (says how to get them).
         ValueError: unknown model name.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"load_classifier: name must be a model name (str), got "
+                        f"{type(name).__name__} {name!r}")
     dev = resolve_device(device)
     names, wnids = imagenet_labels()
     if name in _LITE:
