@@ -23,14 +23,16 @@ def model_state(net: torch.nn.Module) -> dict:
         "forward": [type(m).forward for m in net.modules()] + [m.__dict__.get("forward") for m in net.modules()],
         "inplace": [getattr(m, "inplace", None) for m in net.modules()],
         "params": [p.detach().clone() for p in net.parameters()],
+        "buffers": [b.detach().clone() for b in net.buffers()],  # BatchNorm running statistics
         "grads": [p.grad for p in net.parameters()],
     }
 
 
 def assert_same_state(before: dict, after: dict) -> None:
     for k in before:
-        if k == "params":
-            assert all(torch.equal(a, b) for a, b in zip(before[k], after[k])), "parameters changed"
+        if k in ("params", "buffers"):
+            assert len(before[k]) == len(after[k]) and all(
+                torch.equal(a, b) for a, b in zip(before[k], after[k])), f"{k} changed"
         elif k == "grads":
             assert all((a is None) == (b is None) for a, b in zip(before[k], after[k])), "parameter .grad changed"
         else:

@@ -341,3 +341,121 @@ def test_markdown_table_escapes_pipes_and_right_aligns_numbers():
     html = MarkdownIt("commonmark").enable("table").render(text)
     assert html.count("</th>") == 3 and "<table>" in html  # the norm's bars stay in one cell
     assert html.count('style="text-align:right"') == 4   # both numeric columns, head and body
+
+
+# --- issue 24: every option is checked, by name ----------------------------------------------
+
+
+@pytest.mark.parametrize("kw, err, name", [
+    (dict(size=0), ValueError, "size"), (dict(size=-3), ValueError, "size"), (dict(size=2.0), TypeError, "size"),
+    (dict(size=5), ValueError, "size"),                       # the Linear head takes 4x4 only
+    (dict(steps=10 ** 12), ValueError, "steps"), (dict(steps=1e12), TypeError, "steps"),
+    (dict(steps=True), TypeError, "steps"), (dict(steps="3"), TypeError, "steps"),
+    (dict(seed="3"), TypeError, "seed"), (dict(seed=2.5), TypeError, "seed"), (dict(seed=2 ** 70), ValueError, "seed"),
+    (dict(clip="no"), TypeError, "clip"), (dict(clip=0), TypeError, "clip"),
+    (dict(show_progress="no"), TypeError, "show_progress"),
+    (dict(lr="1"), TypeError, "lr"), (dict(lr=True), TypeError, "lr"), (dict(lr=float("nan")), ValueError, "lr"),
+    (dict(momentum="x"), TypeError, "momentum"), (dict(momentum=1.0), ValueError, "momentum"),
+    (dict(precondition=-1.0), ValueError, "precondition"), (dict(precondition="1"), TypeError, "precondition"),
+    (dict(l2="big"), TypeError, "l2"), (dict(l2=[[0.1, "a"]]), TypeError, "l2"),
+    (dict(snapshots=[0.5]), TypeError, "snapshots"), (dict(snapshots=3), TypeError, "snapshots"),
+    (dict(objective=["score"]), ValueError, "objective"),
+])
+def test_bad_option_names_itself(kw, err, name):
+    with pytest.raises(err, match=name):
+        class_model(linear_clf(), [0], **{"steps": 1, "show_progress": False, **kw})
+
+
+def test_digit_strings_are_class_indices():
+    r = class_model(linear_clf(), ["2", 0, "class1"], steps=1, show_progress=False)
+    assert r.classes == [2, 0, 1]
+    with pytest.raises(ValueError, match="out of range"):
+        class_model(linear_clf(), ["3"], steps=1, show_progress=False)
+
+
+def test_numpy_integers_and_other_sizes_are_fine():
+    import numpy as np
+
+    conv = nn.Sequential(nn.Conv2d(3, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    clf = linear_clf()
+    clf.net = conv
+    r = class_model(clf, [np.int64(1)], steps=np.int32(2), seed=np.int64(4), size=np.int64(6), lr=np.float32(0.1),
+                    init="random", show_progress=False)
+    assert r.images.shape == (1, 3, 6, 6) and r.steps == 2 and r.seed == 4
+
+
+_OPTION = {
+    "size": [None, 0, 1, 4, 5, -2, 2.0, "4", True, 10 ** 9],
+    "steps": [None, 0, 1, 2, -1, 1.5, 1e12, 10 ** 12, "2", True],
+    "seed": [0, 7, -1, 2 ** 64, 2.5, "3", None, False],
+    "lr": [None, 0.1, 1, 0, -1.0, float("inf"), float("nan"), "0.1", True],
+    "momentum": [0.0, 0.5, 0.99, 1.0, -0.1, float("nan"), "0.9", None],
+    "l2": [0.0, 1e-3, 1, -1.0, float("nan"), "x", [0.1], [0.1, 0.2, 0.3], None],
+    "clip": [True, False, "no", 0, None],
+    "init": ["zero", "random", "noise", 3, None],
+    "param": ["pixel", "fourier", "wavelet", None],
+    "objective": ["score", "posterior", "logit", None],
+    "precondition": [0.0, 1.0, -1.0, "1", float("nan")],
+}
+
+
+def _option_values():
+    from hypothesis import strategies as st
+
+    return st.fixed_dictionaries({}, optional={n: st.sampled_from(v) for n, v in _OPTION.items()})
+
+
+def test_random_options_work_or_name_themselves():
+    """Any mix of option values either gives a result or a ValueError/TypeError whose message
+    names one of the options given, never another exception (issue 24)."""
+    from hypothesis import given, settings
+
+    @settings(max_examples=20, deadline=None, derandomize=True)
+    @given(_option_values())
+    def check(kw):
+        kw = {"steps": 2, **kw}
+        if kw["steps"] is not None and isinstance(kw["steps"], int) and not isinstance(kw["steps"], bool):
+            kw["steps"] = min(kw["steps"], 2)                       # keep it tiny
+        try:
+            r = class_model(linear_clf(), [0, 1], show_progress=False, **kw)
+        except (ValueError, TypeError) as e:
+            assert any(n in str(e) for n in kw), (kw, e)
+        else:
+            assert torch.isfinite(r.images).all() and r.images.shape[0] == 2
+
+    check()
+
+
+class _BNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                  nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("param", ["pixel", "fourier"])
+def test_train_mode_model_with_batchnorm_is_left_as_found(param):
+    """Issue 24: train mode, BN running statistics, requires_grad, hooks and grads all survive,
+    also when the run fails half-way."""
+    clf = linear_clf()
+    net = _BNNet()
+    net.train()
+    net.body[0].weight.requires_grad_(True)
+    net.body[6].bias.requires_grad_(False)
+    net.body[1].register_forward_hook(lambda m, i, o: None)
+    clf.net = net
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    before = model_state(net)
+    class_model(clf, [0, 2], steps=2, param=param, show_progress=False)
+    assert_same_state(before, model_state(net))
+    assert all(torch.equal(buffers[k], v) for k, v in net.named_buffers()), "BN statistics changed"
+    calls = []
+    net.body[6].register_forward_hook(lambda m, i, o: calls.append(1) or o[:1])   # wrong shape: fails
+    before = model_state(net)
+    with pytest.raises(ValueError, match="shape"):
+        class_model(clf, [0, 2], steps=2, param=param, show_progress=False)
+    assert calls and assert_same_state(before, model_state(net)) is None
+    assert all(torch.equal(buffers[k], v) for k, v in net.named_buffers())

@@ -183,3 +183,36 @@ def test_results_can_enter_autograd_afterwards():
     p = project(net, x, "3", occ.unit, rule="guided")
     q = project(net, x[top.image_index[0]], "3", top.units[0], top.position[0], rule="guided")
     assert p.shape == x.shape and q.shape == (2, 3, 12, 12)
+
+
+def test_top_activations_options_property():
+    """Issue 24: random ``layer``/``units``/``k``/``batch_size`` values either give a result or
+    raise ValueError/TypeError naming the option; never another exception."""
+    from hypothesis import given, settings, strategies as st
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1)).eval()
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    anything = st.one_of(st.none(), st.booleans(), st.integers(-3, 12), st.floats(allow_nan=True),
+                         st.text(max_size=3), st.lists(st.integers(-1, 6), max_size=3))
+    options = st.fixed_dictionaries({"layer": st.one_of(st.sampled_from(["0", "2", ["0", "2"], "9", []]),
+                                                        anything)},
+                                    optional={"units": st.one_of(st.lists(st.integers(0, 3), max_size=3),
+                                                                 st.dictionaries(st.sampled_from(["0", "2", "x"]),
+                                                                                 st.lists(st.integers(0, 4), max_size=2)),
+                                                                 anything),
+                                              "k": st.one_of(st.integers(-1, 8), anything),
+                                              "batch_size": st.one_of(st.integers(-1, 8), anything)})
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(opts=options)
+    def check(opts):
+        try:
+            res = di.top_activations(net, x, show_progress=False, **opts)
+        except (ValueError, TypeError) as e:
+            assert any(k in str(e) for k in ("layer", "units", "k ", "k must", "batch_size", "unit")), (opts, e)
+            return
+        for r in (res.values() if isinstance(res, dict) else [res]):
+            assert torch.isfinite(r.values).all() and r.n_images == 5
+
+    check()

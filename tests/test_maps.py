@@ -202,3 +202,58 @@ def test_cam_is_exact_on_efficientnet_lite0(clf, photos):
     assert c.shape == (2, 224, 224) and c.amax() > 0
     assert torch.allclose(g * 49, c, rtol=1e-3, atol=1e-4 * float(c.amax()))
     assert_same_state(before, model_state(clf.net))
+
+
+def _anything():
+    from hypothesis import strategies as st
+
+    return st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True),
+                     st.text(max_size=3), st.lists(st.integers(0, 3), max_size=2))
+
+
+def test_compute_maps_options_property():
+    """Issue 24: random option values (of every registered method, plus ``batch_size`` and
+    ``targets``) either give finite maps of the right shape or raise ValueError/TypeError whose
+    message names the option; never another exception, never NaN."""
+    from hypothesis import given, settings, strategies as st
+
+    tiny = tiny_classifier()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))  # > occlusion's window
+    any_ = _anything()
+    values = {"signed": st.one_of(st.booleans(), any_),
+              "n": st.one_of(st.integers(-1, 6), any_),
+              "sigma": st.one_of(st.floats(0, 0.5), any_),
+              "seed": st.one_of(st.integers(-2, 2 ** 64), any_),
+              "rule": st.one_of(st.sampled_from(["gradient", "guided", "deconvnet", "relu"]), any_),
+              "layer": st.one_of(st.sampled_from(["0", "1", "2", "nosuch", ""]), any_),
+              "window": st.one_of(st.integers(-1, 70), any_),
+              "stride": st.one_of(st.integers(-1, 20), any_)}
+
+    @st.composite
+    def case(draw):
+        method = draw(st.sampled_from(di.map_names()))
+        names = dm._options_of(method) + ["batch_size", "targets"]
+        chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=3))
+        opts = {}
+        for k in chosen:
+            if k == "batch_size":
+                opts[k] = draw(st.one_of(st.integers(-1, 4), any_))
+            elif k == "targets":
+                opts[k] = draw(st.one_of(st.integers(-1, 4), st.sampled_from(["class1", "n00000002",
+                                                                              "nosuch"]), any_))
+            else:
+                opts[k] = draw(values[k])
+        return method, opts
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(case())
+    def check(c):
+        method, opts = c
+        try:
+            m = di.compute_maps(tiny, x, method=method, **opts)
+        except (ValueError, TypeError) as e:
+            assert any(k in str(e) for k in opts) or "target" in str(e) or "class" in str(e), (method, opts, e)
+            return
+        assert m.shape == (2, 64, 64) and torch.isfinite(m).all(), (method, opts)
+
+    check()

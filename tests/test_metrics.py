@@ -286,3 +286,159 @@ def test_pointing_table_split_into_accuracy_and_difference():
     assert diff[2:] == ["| map | +25.0 ± 25.0 |"]
     with pytest.raises(ValueError, match="show must be"):
         dm.pointing_table(res, sub, show="wide")
+
+
+# -- issue 24: no silent wrong answer ------------------------------------------------------------
+
+
+class _Planted:
+    """Unpickling this creates a marker file: what a planted cache file could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_cached_never_unpickles_a_planted_file(tmp_path):
+    import pickle
+    import warnings
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"a": np.arange(3), ("center", 0.02): [1.5, float("nan"), None, True, "s"],
+                "t": torch.ones(2, dtype=torch.float16), "x": (np.float64(2.5), np.int64(3))}
+
+    value = dm.cached("quality", {"k": 1}, compute, tmp_path)
+    (path,) = list(tmp_path.iterdir())
+    again = dm.cached("quality", {"k": 1}, compute, tmp_path)
+    assert len(calls) == 1 and list(again) == list(value)
+    assert np.array_equal(again["a"], value["a"]) and again["a"].dtype == value["a"].dtype
+    assert again[("center", 0.02)][0] == 1.5 and np.isnan(again[("center", 0.02)][1])
+    assert again[("center", 0.02)][2:] == [None, True, "s"]
+    assert torch.equal(again["t"], value["t"]) and again["t"].dtype == torch.float16
+    assert again["x"] == (2.5, 3) and type(again["x"][1]) is np.int64
+    # a malicious pickle planted at the cache path (and at the old .pkl name) is never run
+    marker = tmp_path / "pwned"
+    for p in (path, path.with_suffix(".pkl")):
+        p.write_bytes(pickle.dumps(_Planted(marker)))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        got = dm.cached("quality", {"k": 1}, compute, tmp_path)
+    assert not marker.exists()
+    assert len(calls) == 2 and np.array_equal(got["a"], np.arange(3))
+    assert len(w) == 1 and "recomputing" in str(w[0].message) and "\n" not in str(w[0].message)
+    assert dm.cached("quality", {"k": 1}, compute, tmp_path)["x"] == (2.5, 3)   # rewritten
+    assert len(calls) == 2
+    # garbage is recomputed too
+    path.write_bytes(b"not a cache file")
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        dm.cached("quality", {"k": 1}, compute, tmp_path)
+    assert len(calls) == 3
+
+
+def test_cached_randomisation_result_round_trip(tmp_path):
+    tiny = tiny_classifier()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    res = dm.cached("rand", 1, lambda: dm.randomisation_test(tiny, x, "gradient", keep_maps=True,
+                                                            metrics=("spearman",)), tmp_path)
+    back = dm.cached("rand", 1, lambda: pytest.fail("recomputed"), tmp_path)
+    assert isinstance(back, dm.RandomisationResult) and dict(back) == dict(res)
+    assert back.blocks == res.blocks and back.method == "gradient" and back.mode == "cascading"
+    assert torch.equal(back.maps, res.maps) and np.array_equal(back.targets, res.targets)
+    assert np.array_equal(back.per_image["spearman"], res.per_image["spearman"])
+    assert back.sem("spearman") == res.sem("spearman")
+
+
+def test_pointing_game_refuses_non_finite_or_misshaped_maps_and_outside_boxes():
+    tiny = tiny_classifier()
+    items = _records([((0, 0, 8, 8), 0), ((8, 8, 16, 16), 1)])
+    maps = torch.rand(2, 16, 16)
+    maps[1, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="non-finite map at index 1"):
+        dm.pointing_game(tiny, items, maps)
+    maps[1, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match="non-finite map at index 1"):
+        dm.pointing_game(tiny, items, maps)
+    with pytest.raises(ValueError, match=r"shape mismatch.*index 0.*expected \(16, 16\).*got \(8, 8\)"):
+        dm.pointing_game(tiny, items, torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match=r"expected \(16, 16\)"):
+        dm.pointing_game(tiny, items, [torch.rand(16, 16), torch.rand(16, 12)])
+    for box in ((10, 10, 30, 12), (-2, 0, 4, 4), (4, 4, 4, 8), (0, float("nan"), 4, 4)):
+        bad = _records([((0, 0, 8, 8), 0), (box, 1)])
+        with pytest.raises(ValueError, match=r"box .* of image 1"):
+            dm.pointing_game(tiny, bad, "centre")
+        with pytest.raises(ValueError, match=r"box .* of image 1"):
+            dm.pointing_hits(np.array([[1, 1], [1, 1]]), [b.boxes for _, b in bad], [(16, 16)] * 2)
+    # ILSVRC's inclusive xmax == width (half-open: width + 1) is inside
+    ok = _records([((0, 0, 17, 17), 0)])
+    assert dm.pointing_game(tiny, ok, "centre")["hits"][0]
+
+
+def test_deletion_refuses_nan_maps_and_bad_options():
+    tiny = tiny_classifier()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    maps = torch.rand(2, 16, 16)
+    maps[1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite map at index 1"):
+        dm.deletion_insertion(tiny, x, maps, steps=2)
+    for opts, err in (({"fill": float("nan")}, ValueError), ({"fill": "grey"}, TypeError),
+                      ({"blur_size": 0}, ValueError), ({"blur_size": 4}, ValueError),
+                      ({"blur_size": 2.5}, TypeError), ({"blur_size": 33}, ValueError),
+                      ({"batch_size": 0}, ValueError), ({"steps": "4"}, TypeError),
+                      ({"steps": 4.0}, TypeError), ({"steps": 0}, ValueError),
+                      ({"blur_sigma": -1.0}, ValueError), ({"seed": -1}, ValueError)):
+        with pytest.raises(err, match=next(iter(opts))):
+            dm.deletion_insertion(tiny, x, "random", **{"steps": 2, **opts})
+
+
+def test_deletion_leaves_a_train_mode_batchnorm_model_as_found():
+    clf = tiny_classifier()
+    torch.manual_seed(0)
+    clf.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).train()
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    state = {k: v.clone() for k, v in clf.net.state_dict().items()}
+    before = model_state(clf.net)
+    for maps in ("random", "gradient"):
+        dm.deletion_insertion(clf, x, maps, steps=3)
+        after = clf.net.state_dict()
+        assert all(torch.equal(state[k], after[k]) for k in state), maps   # running stats too
+        assert clf.net.training and all(m.training for m in clf.net.modules())
+        assert_same_state(before, model_state(clf.net))
+    dm.randomisation_test(clf, x, "gradient", metrics=("spearman",))
+    assert all(torch.equal(state[k], v) for k, v in clf.net.state_dict().items())
+
+
+def test_deletion_options_property():
+    from hypothesis import given, settings, strategies as st
+
+    tiny = tiny_classifier()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    anything = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True),
+                         st.text(max_size=3), st.lists(st.integers(0, 3), max_size=2))
+    options = st.fixed_dictionaries({}, optional={
+        "steps": st.one_of(st.integers(-2, 20), anything),
+        "fill": st.one_of(st.floats(-3, 3), anything),
+        "blur_size": st.one_of(st.integers(-1, 40), anything),
+        "blur_sigma": st.one_of(st.floats(0, 10), anything),
+        "batch_size": st.one_of(st.integers(-1, 64), anything),
+        "seed": st.one_of(st.integers(-5, 2 ** 64), anything),
+        "modes": st.one_of(st.sampled_from([("deletion",), ("insertion",), ("insertion", "deletion"),
+                                            (), "deletion", ("blur",)]), anything)})
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(opts=options)
+    def check(opts):
+        try:
+            res = dm.deletion_insertion(tiny, x, "random", **opts)
+        except (ValueError, TypeError) as e:
+            assert any(k in str(e) for k in opts), (opts, e)
+            return
+        for mode in opts.get("modes", ("deletion", "insertion")):
+            assert np.isfinite(res[f"{mode}_curve"]).all()
+
+    check()

@@ -169,11 +169,70 @@ def test_unknown_model_names_fail_without_any_network(monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "socket", no_network)   # not even a socket is created
     with pytest.raises(ValueError, match="unknown model 'nosuch'"):
         di.load_classifier("nosuch", device="cpu")
+    with pytest.raises(ValueError, match="unknown model 'nosuch'"):
+        di.load_classifier("nosuch")                 # download=None: no reachability check either
     with pytest.raises(ValueError, match="unknown torchvision model 'nosuch'"):
         di.load_classifier("torchvision/nosuch", device="cpu")
     with pytest.raises(TypeError, match="name must be a model name"):
         di.load_classifier(None)
     with pytest.raises(TypeError, match="name must be a model name"):
         di.load_classifier(3)
+
+
+def _tiny_conv_clf():
+    from state_helpers import tiny_clf
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 5)).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return tiny_clf(net, 5)
+
+
+def test_scores_casts_other_float_dtypes_to_the_networks():
+    """Issue 24: float64/float16 batches ended in a dtype error deep inside the network."""
+    clf = _tiny_conv_clf()
+    x = torch.randn(3, 3, 8, 8)
+    ref = clf.scores(x)
+    assert ref.dtype == torch.float32
+    assert torch.allclose(clf.scores(x.double()), ref, atol=1e-6)
+    assert torch.allclose(clf.scores(x.half()), ref, atol=1e-2)
+    assert torch.allclose(clf.scores(x, batch_size=2), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, err, match", [
+    (torch.zeros(1, 1, 8, 8), ValueError, "1 channels"),
+    (torch.zeros(1, 4, 8, 8), ValueError, "4 channels"),
+    (torch.full((2, 3, 8, 8), float("nan")), ValueError, "NaN"),
+    (torch.full((1, 3, 8, 8), float("inf")).double(), ValueError, "NaN or infinite"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), TypeError, "floating-point"),
+    (torch.zeros(0, 3, 8, 8), ValueError, "empty"),
+    (torch.zeros(3, 8, 8), ValueError, r"\(N, 3, H, W\)"),
+])
+def test_scores_refuses_bad_batches_clearly(bad, err, match):
+    with pytest.raises(err, match=match):
+        _tiny_conv_clf().scores(bad)
+
+
+@pytest.mark.parametrize("bs, err", [(0, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_scores_refuses_bad_batch_size(bs, err):
+    with pytest.raises(err, match="batch_size"):
+        _tiny_conv_clf().scores(torch.zeros(1, 3, 8, 8), batch_size=bs)
+
+
+def test_class_index_accepts_an_index_as_digits():
+    """Issue 24: `deepinside class-models 3` said "unknown class name '3'" (its help accepts
+    indices): a string of digits is the index, after WordNet ids and names."""
+    clf = _tiny_conv_clf()
+    assert clf.class_index("3") == 3 and clf.class_index(" 2 ") == 2 and clf.class_index("+0") == 0
+    assert clf.class_index("class4") == 4
+    with pytest.raises(ValueError, match="out of range"):
+        clf.class_index("5")
+    with pytest.raises(ValueError, match="out of range"):
+        clf.class_index("-1")
+    clf.class_names[1] = "7"                          # a class really named with digits wins
+    assert clf.class_index("7") == 1

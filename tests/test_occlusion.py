@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import deepinside as di
@@ -227,3 +229,167 @@ def test_object_vs_background_and_own_field_by_hand():
     # map 0 of 'feat' is x itself: the relative activity drop IS the share of x under the square
     r = own_field_effect(res, x[:, 0])
     assert r.tolist() == pytest.approx([1.0])
+
+
+# -- issue 24: a followed layer that is a container, the check's cache, clear errors, model state --
+
+
+def nested_chain(seed: int = 4) -> nn.Sequential:
+    """A chain of stages whose middle stages sit in nested ``nn.Sequential`` containers, as
+    EfficientNet's ``blocks.6``: the local path runs those child by child."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU6(),
+                         nn.Sequential(nn.Sequential(nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU()),
+                                       nn.Sequential(nn.Conv2d(4, 6, 3, 2, 1), nn.ReLU())),
+                         nn.Sequential(nn.Conv2d(6, 8, 3, 1, 1), nn.ReLU()),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+
+
+def brute_layer(net: nn.Module, x: torch.Tensor, layer: str, window: int, stride: int, target: int):
+    """Score and total activation of every map of ``layer`` (a hook on the module itself), one
+    occluded copy (fill 0) at a time."""
+    module = dict(net.named_modules())[layer]
+    seen = []
+    handle = module.register_forward_hook(lambda m, i, o: seen.append(o.sum((2, 3))[0]))
+    h, w = x.shape[-2:]
+    py, px = math.ceil((h - window) / stride) + 1, math.ceil((w - window) / stride) + 1
+    score, act = torch.zeros(py, px), []
+    try:
+        with torch.no_grad():
+            for i in range(py):
+                for j in range(px):
+                    xo = x.clone()
+                    xo[:, :, i * stride:i * stride + window, j * stride:j * stride + window] = 0.0
+                    score[i, j] = net(xo)[0, target]
+                    act.append(seen.pop())
+    finally:
+        handle.remove()
+    act = torch.stack(act).reshape(py, px, -1)                # (Py, Px, C_layer)
+    return score, act
+
+
+@pytest.mark.parametrize("order", [("", "2.1", "2.1"), ("2.1", "", "2.1"), ("2.1", "2.1", "3")])
+def test_container_layer_in_any_order_equals_direct(order):
+    # issue 24: layer="blocks.6" (an nn.Sequential container) crashed with an IndexError on a
+    # first call (its hook never ran on the local path), and with "index [32, 1] ... self
+    # [1, 320]" after a call without layer on the same geometry (the check was cached by geometry
+    # only, so the activity was never checked, and a stale capture was read)
+    from deepinside.occlusion import _VERIFIED
+
+    net = nested_chain()
+    x = torch.randn(1, 3, 64, 64)
+    kw = dict(target=2, window=8, stride=8, batch_size=7, show_progress=False)
+    for layer in order:
+        res = occlusion(net, x, layer=layer or None, **kw)
+        s, a = brute_layer(net, x, layer or "3", 8, 8, 2)
+        assert torch.allclose(res.score[0], s, atol=1e-5)
+        if layer:
+            assert torch.allclose(res.activity[0], a[..., int(res.unit[0])], rtol=1e-5, atol=1e-5)
+            with torch.no_grad():
+                seen = []
+                hd = dict(net.named_modules())[layer].register_forward_hook(
+                    lambda m, i, o: seen.append(o.sum((2, 3))[0]))
+                net(x)
+                hd.remove()
+            assert int(res.unit[0]) == int(seen[0].argmax())      # the strongest map, unoccluded
+            assert torch.allclose(res.base_activity[0], seen[0].max(), rtol=1e-6)
+        else:
+            assert res.activity is None
+    assert any(_VERIFIED.get(net, {}).values()), "the local path was not used"
+
+
+def test_container_layer_local_equals_full():
+    net = nested_chain(5)
+    x = torch.randn(2, 3, 64, 64)
+    kw = dict(window=8, stride=4, layer="2", batch_size=9, show_progress=False)
+    fast, full = occlusion(net, x, **kw), occlusion(net, x, local=False, **kw)
+    assert torch.allclose(fast.score, full.score, atol=1e-5)
+    assert torch.allclose(fast.activity, full.activity, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fast.unit, full.unit) and torch.equal(fast.top_class, full.top_class)
+
+
+@pytest.mark.parametrize("kw,err,match", [
+    (dict(window="3"), TypeError, "window"), (dict(window=3.0), TypeError, "window"),
+    (dict(window=None), TypeError, "window"), (dict(window=(3, 3, 3)), ValueError, "window"),
+    (dict(window=0), ValueError, "window"), (dict(window=2, stride="1"), TypeError, "stride"),
+    (dict(window=2, stride=1.5), TypeError, "stride"), (dict(window=2, stride=-1), ValueError, "stride"),
+    (dict(window=2, stride=1, batch_size=0), ValueError, "batch_size"),
+    (dict(window=2, stride=1, batch_size=2.5), TypeError, "batch_size"),
+    (dict(window=2, stride=1, batch_size="8"), TypeError, "batch_size"),
+])
+def test_clear_option_errors(kw, err, match):
+    net = Linear2().eval()
+    with pytest.raises(err, match=match):
+        occlusion(net, torch.randn(1, 2, 7, 8), show_progress=False, **kw)
+
+
+def test_input_dtype_channels_and_nan():
+    net = Linear2().eval()
+    x = torch.randn(2, 2, 7, 8)
+    ref = occlusion(net, x, window=3, stride=2, layer="feat", show_progress=False)
+    for dtype, tol in ((torch.float64, 1e-5), (torch.float16, 2e-2)):
+        res = occlusion(net, x.to(dtype), window=3, stride=2, layer="feat", show_progress=False)
+        assert res.score.dtype == torch.float32
+        assert torch.allclose(res.score, ref.score, atol=tol * (1 + float(ref.score.abs().max())))
+    for c in (1, 4):
+        with pytest.raises(ValueError, match=f"expects 2 channels.*got {c} channels"):
+            occlusion(net, torch.randn(1, c, 7, 8), window=3, stride=2, show_progress=False)
+    for bad in (float("nan"), float("inf")):
+        xb = x.clone()
+        xb[0, 1, 3, 3] = bad
+        with pytest.raises(ValueError, match="NaN"):
+            occlusion(net, xb, window=3, stride=2, show_progress=False)
+    with pytest.raises(ValueError, match="overflow"):
+        occlusion(net, torch.full((1, 2, 7, 8), 1e300, dtype=torch.float64), window=3, stride=2,
+                  show_progress=False)
+
+
+@pytest.mark.parametrize("layer", [None, "1", "3"])
+def test_train_mode_model_left_bitwise_unchanged(layer):
+    # BatchNorm in train mode would update its running stats on every occluded batch
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 3, 2, 1),
+                        nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(4, 3, 32, 32) * 2 + 1)       # running stats away from their init
+    net[1].eval()                                        # a mixed-mode model stays mixed
+    net[8].weight.requires_grad_(False)
+    x = torch.randn(2, 3, 32, 32)
+    before_sd = {k: v.clone() for k, v in net.state_dict().items()}
+    before = model_state(net)
+    res = occlusion(net, x, window=8, stride=4, layer=layer, show_progress=False)
+    after_sd = net.state_dict()
+    assert before_sd.keys() == after_sd.keys()
+    assert all(torch.equal(before_sd[k], after_sd[k]) for k in before_sd), "state_dict changed"
+    assert_same_state(before, model_state(net))
+    assert net.training and not net[1].training and net[4].training
+    # and the scores are the eval-mode network's (running stats), not the batch statistics'
+    ev = net.eval()
+    with torch.no_grad():
+        base = ev(x).gather(1, res.target[:, None])[:, 0]
+    net.train()
+    net[1].eval()
+    assert torch.allclose(res.base_score, base, atol=1e-5)
+
+
+_option_value = st.one_of(st.integers(-3, 12), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                          st.text(max_size=3), st.none(),
+                          st.tuples(st.integers(-2, 9), st.integers(-2, 9)),
+                          st.lists(st.integers(1, 4), max_size=3), st.tuples(st.floats(1, 4), st.integers(1, 4)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(option=st.sampled_from(["window", "stride", "batch_size"]), value=_option_value)
+def test_options_work_or_name_themselves(option, value):
+    net = Linear2().eval()
+    x = torch.randn(1, 2, 7, 8, generator=torch.Generator().manual_seed(0))
+    kw = {"window": 3, "stride": 2, "batch_size": 8, option: value}
+    try:
+        res = occlusion(net, x, layer="feat", show_progress=False, **kw)
+    except (ValueError, TypeError) as e:
+        assert option in str(e), f"{type(e).__name__} for {option}={value!r} does not name it: {e}"
+    else:
+        assert res.score.shape[1:] == occlusion_grid((7, 8), kw["window"], kw["stride"])
+        assert torch.isfinite(res.score).all()

@@ -394,5 +394,41 @@ def test_float64_input_is_cast_to_the_network_dtype():
     want = di.saliency(clf, x, target=[1, 2])
     got = di.saliency(clf, x.double(), target=[1, 2])
     assert got.dtype == torch.float32 and torch.equal(got, want)
-    with pytest.raises(TypeError, match="float tensor"):
+    with pytest.raises(TypeError, match="floating-point tensor"):
         di.saliency(clf, (x * 10).long(), target=[1, 2])
+
+
+def test_explicit_gradient_rule_wins_inside_another_rules_block():
+    """Issue 24: inside ``backward_rule(net, "guided")``, ``saliency(rule="gradient")`` returned
+    the guided map. The explicit rule wins; the outer block applies again after it."""
+    clf = conv_clf(seed=0)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    plain = di.saliency(clf, x, target=[0, 1, 2])
+    guided = di.saliency(clf, x, target=[0, 1, 2], rule="guided")
+    assert not torch.equal(plain, guided)  # the test can fail: the two rules differ here
+    with di.backward_rule(clf.net, "guided"):
+        inner = di.saliency(clf, x, target=[0, 1, 2], rule="gradient")
+        after = di.saliency(clf, x, target=[0, 1, 2])
+    assert torch.equal(inner, plain) and torch.equal(after, guided)
+
+
+def test_input_too_small_is_said():
+    """Issue 24: a 1x1 tensor gave an all-zero map without a word (Lite0 at 8 px and less) and
+    an IndexError from Grad-CAM; now a RuntimeWarning naming the image, and a ValueError."""
+    import warnings
+
+    torch.manual_seed(0)
+    dead_net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(2, 2)).eval()
+    with torch.no_grad():
+        dead_net[0].bias.fill_(-1e3)                       # every rectifier closed: S(x) constant
+    with pytest.warns(RuntimeWarning, match="map of image 0 of 8x8 pixels is exactly zero"):
+        di.saliency(tiny_clf(dead_net, 2, 8), torch.randn(2, 3, 8, 8))
+    live = conv_clf()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        di.saliency(live, torch.randn(2, 3, 16, 16))       # a live network: no warning
+    gap = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(2, 2)).eval()       # runs on 1x1 inputs
+    with pytest.raises(ValueError, match="too small for Grad-CAM"):
+        di.compute_maps(tiny_clf(gap, 2, 8), torch.randn(1, 3, 1, 1), method="gradcam")

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hooks import forward_hooks
+
 __all__ = ["RULES", "backward_rule", "find_rectifiers", "RuleStats", "score_gradient",
            "input_gradient", "map_correlation", "bounded_rectifier_saturation"]
 
@@ -206,6 +208,8 @@ def _route(input: Any, is_rectifier: bool) -> _Context | None:
     for open_ctx in stack:                 # an outer block sees its inner blocks' calls
         open_ctx.stats.seen += 1
     ctx = stack[-1]
+    if ctx.rule == "gradient":  # an explicit gradient block inside another rule's block
+        return None
     if input.is_floating_point() and input.requires_grad and torch.is_grad_enabled():
         return ctx
     return None
@@ -336,6 +340,14 @@ def _uninstall() -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _leave(stack: list[_Context], ctx: _Context) -> None:
+    """Close block ``ctx`` of this thread's ``stack`` (normally its top; removed wherever it is)."""
+    if stack and stack[-1] is ctx:
+        stack.pop()
+    elif ctx in stack:
+        stack.remove(ctx)
+
+
 @contextlib.contextmanager
 def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iterator[RuleStats]:
     """Back-propagate through every rectifier with ``rule`` inside the ``with`` block.
@@ -401,7 +413,17 @@ def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iter
         raise ValueError(f"unknown backward rule {rule!r}; choose one of {RULES}")
     stats = RuleStats(rule=rule)
     if rule == "gradient":
-        yield stats
+        stack = _LOCAL.stack
+        if not stack:  # nothing installed, nothing to undo: autograd is left untouched
+            yield stats
+            return
+        # inside another block: an explicit "gradient" wins over the outer rule until it ends
+        ctx = _Context(net=net, rule=rule, upper_gate=upper_gate, stats=stats)
+        stack.append(ctx)
+        try:
+            yield stats
+        finally:
+            _leave(stack, ctx)
         return
 
     rectifiers = find_rectifiers(net)
@@ -424,10 +446,7 @@ def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iter
         stack.append(ctx)
         yield stats
     finally:
-        if stack and stack[-1] is ctx:
-            stack.pop()
-        elif ctx in stack:
-            stack.remove(ctx)
+        _leave(stack, ctx)
         _uninstall()
     if stats.net_calls > 0 and stats.seen == 0:
         raise ValueError(
@@ -545,12 +564,6 @@ def bounded_rectifier_saturation(net: nn.Module, x: torch.Tensor) -> float:
         counts[0] += int((y >= _rectifier_bound(m)[1]).sum())   # in place: y is X clamped
         counts[1] += y.numel()
 
-    handles = []
-    try:
-        handles = [m.register_forward_hook(hook) for m in bounded]
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, hook) for m in bounded), torch.no_grad():
+        net(x)
     return counts[0] / max(counts[1], 1)

@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from ._progress import progress
+from .inputs import check_bool as _check_bool, check_int as _check_int, check_real as _check_real
 from .models import Classifier, frozen
 
 __all__ = ["class_model", "ClassModelResult", "FourierParam", "OBJECTIVES", "OPTIMIZERS", "PARAMS",
@@ -104,6 +105,13 @@ class ClassModelResult:
         return len(self.classes)
 
 
+#: Upper bounds of ``steps`` and ``size`` (far beyond any use; a typo like ``steps=10**12``
+#: fails here with a clear message instead of in the memory allocator).
+MAX_STEPS = 1_000_000
+MAX_SIZE = 4096
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
 def _resolve_classes(clf: Classifier, classes: int | str | Sequence[int | str]) -> list[int]:
     if isinstance(classes, (str, int, np.integer)) and not isinstance(classes, (bool, np.bool_)):
         classes = [classes]
@@ -128,7 +136,12 @@ def _resolve_classes(clf: Classifier, classes: int | str | Sequence[int | str]) 
 
 
 def _l2_vector(l2: float | Sequence[float] | torch.Tensor, k: int, device: torch.device) -> torch.Tensor:
-    lam = torch.as_tensor(l2, dtype=torch.float32).reshape(-1).cpu()
+    if isinstance(l2, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"l2 must be a number or one number per class, got {type(l2).__name__} {l2!r}")
+    try:
+        lam = torch.as_tensor(l2, dtype=torch.float32).reshape(-1).cpu()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"l2 must be a number or one number per class, got {l2!r} ({e})") from None
     if lam.numel() == 1:
         lam = lam.expand(k).clone()
     if lam.numel() != k:
@@ -329,7 +342,8 @@ def class_model(
     Args:
         clf: the classifier (its ``net`` maps ``(N, 3, H, W)`` normalised inputs to scores).
         classes: K classes, each an index, a WordNet id or a class name (``clf.class_index``).
-        steps: number of gradient steps (default ``PARAM_DEFAULTS[param][0]``: 100 / 200).
+        steps: number of gradient steps, an int in ``0..MAX_STEPS`` (default
+            ``PARAM_DEFAULTS[param][0]``: 100 / 200).
         lr: step size (default ``PARAM_DEFAULTS[param][1]``: 1.0 / 0.05).
         l2: lambda of eq. 1: one value, or K values (one per image, e.g. for a sweep).
         objective: ``"score"``: ``J = S_c(I) - lambda ||I||^2`` (eq. 1, the paper);
@@ -340,11 +354,11 @@ def class_model(
             ``seed``), a PIL image (centre-cropped like any input) or an RGB tensor in [0, 1] of
             shape ``(3, H, W)``, ``(1, 3, H, W)`` or ``(K, 3, H, W)`` (for ``"fourier"`` the
             parameters ``P`` that give that image, pixel values clamped to [0.001, 0.999]).
-        seed: seed of the random initialisation and of the random transforms.
+        seed: seed (an int) of the random initialisation and of the random transforms.
         optimizer: ``"momentum"`` or ``"adam"`` (default ``PARAM_DEFAULTS[param][2]``).
         momentum: heavy-ball coefficient (0 gives plain gradient ascent).
         clip: project onto the valid pixel range after each step (pixel parameterisation).
-        size: side of the images (default ``clf.input_size``).
+        size: side of the images, an int in ``1..MAX_SIZE`` (default ``clf.input_size``).
         precondition: pixel parameterisation only: filter each gradient by ``1/max(|f|,1)^p``
             (0: off), a spectral preconditioner without the reparameterisation.
         show_progress: progress bar over the steps.
@@ -358,7 +372,10 @@ def class_model(
         the last row on the final image itself).
 
     Raises:
-        ValueError / TypeError: unknown class, bad ``steps``/``lr``/``l2``/``objective``/``init``/``param``.
+        ValueError / TypeError: unknown class, bad ``steps``/``lr``/``l2``/``objective``/``init``/``param``
+            or other option (the message names it): a value of the wrong type (``steps=2.5``,
+            ``seed="3"``, ``clip="no"``) is a TypeError, one out of range (``size=0``,
+            ``steps > MAX_STEPS``, a ``size`` the network cannot score) a ValueError.
     """
     kind, fp = _resolve_param(param)
     d_steps, d_lr, d_opt = PARAM_DEFAULTS[kind]
@@ -367,20 +384,27 @@ def class_model(
     optimizer = d_opt if optimizer is None else optimizer
     ks = _resolve_classes(clf, classes)
     k = len(ks)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    steps = _check_int("steps", steps, 0, MAX_STEPS)
+    lr = _check_real("lr", lr)
+    if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if objective not in OBJECTIVES:
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if optimizer not in OPTIMIZERS:
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    momentum = _check_real("momentum", momentum)
     if not (0.0 <= momentum < 1.0):
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    snaps = sorted({int(t) for t in snapshots})
-    if any(t < 0 or t > steps for t in snaps):
-        raise ValueError(f"snapshots must be steps in 0..{steps}, got {list(snapshots)}")
-    size = int(size or clf.input_size)
+    precondition = _check_real("precondition", precondition)
+    if not (math.isfinite(precondition) and precondition >= 0):
+        raise ValueError(f"precondition must be a finite number >= 0, got {precondition!r}")
+    clip = _check_bool("clip", clip)
+    show_progress = _check_bool("show_progress", show_progress)
+    seed = _check_int("seed", seed, -(2 ** 63), 2 ** 63 - 1)
+    if isinstance(snapshots, (str, bytes)) or not hasattr(snapshots, "__iter__"):
+        raise TypeError(f"snapshots must be a sequence of steps, not {type(snapshots).__name__}")
+    snaps = sorted({_check_int("snapshots", t, 0, steps) for t in snapshots})
+    size = clf.input_size if size is None else _check_int("size", size, 1, MAX_SIZE)
     dev = clf.device
     lam = _l2_vector(l2, k, dev)
     x0, init_name = _initial_inputs(clf, init, k, size, seed)
@@ -421,6 +445,16 @@ def class_model(
     else:
         opt = torch.optim.Adam([var], lr=lr, maximize=True)
     decay = _lr_factors(fp.schedule if fp else "constant", steps)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        try:
+            return net(_fast_layout(x))
+        except RuntimeError as e:  # e.g. a Linear head that only takes clf.input_size
+            if size == clf.input_size or isinstance(e, _OOM):
+                raise
+            raise ValueError(f"the network cannot score images of size {size} (its input size is "
+                             f"{clf.input_size}): {e}") from e
+
     with frozen(clf.net) as net:
         for t in progress(range(steps), desc="class model", total=steps, disable=not show_progress):
             if t in snaps:
@@ -428,7 +462,7 @@ def class_model(
                     kept[t] = clf.denormalize(render(var)).cpu()
             opt.zero_grad(set_to_none=True)
             x = render(var)
-            logits = net(_fast_layout(move(x)))
+            logits = forward(move(x))
             if logits.ndim != 2 or logits.shape[0] != k:
                 raise ValueError(f"the network returned scores of shape {tuple(logits.shape)}, expected ({k}, n_classes)")
             record(t, x, logits)
@@ -445,7 +479,7 @@ def class_model(
                     var.copy_(torch.maximum(torch.minimum(var, hi), lo))
         with torch.no_grad():
             xf = render(var).detach().clone()
-            record(steps, xf, net(_fast_layout(xf)))
+            record(steps, xf, forward(xf))
     if not torch.isfinite(xf).all():
         raise FloatingPointError("class model optimisation diverged (NaN/inf); lower lr or raise l2")
     images = clf.denormalize(xf)

@@ -29,16 +29,14 @@ from PIL import Image
 from torch import nn
 
 from ._progress import progress
+from .hooks import StopForward, forward_hooks
+from .inputs import check_bool, check_int
 from .occlusion import _as_batch, _device_of, _net_of, resolve_layer
 
 __all__ = ["TopActivations", "top_activations", "receptive_field", "project", "aligned_projections",
            "mean_pairwise_correlation", "first_layer_filters", "filter_stats", "ilsvrc_roots",
            "ImageList", "activations", "Top9Panels", "top9_panels", "cached_top_activations",
            "default_cache_dir", "book_images", "layer_table"]
-
-
-class _StopForward(Exception):
-    """Raised by a forward hook once every layer of interest has run: the rest is not needed."""
 
 
 # -- running the network up to some layers ----------------------------------------------------
@@ -48,7 +46,6 @@ def _forward_to(net: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) 
     """Run ``net`` on ``x`` until every module in ``modules`` has produced its output (first call
     of each); return ``{name: output}``. The hooks are removed in ``finally``."""
     got: dict[str, torch.Tensor] = {}
-    handles = []
 
     def make(name: str):
         def hook(m: nn.Module, args: Any, out: Any) -> None:
@@ -59,19 +56,14 @@ def _forward_to(net: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) 
                                  f"{tuple(getattr(out, 'shape', ()))}; expected (N, C, h, w) feature maps")
             got[name] = out
             if len(got) == len(modules):
-                raise _StopForward
+                raise StopForward
         return hook
 
-    try:
-        for name, m in modules.items():
-            handles.append(m.register_forward_hook(make(name)))
+    with forward_hooks((m, make(name)) for name, m in modules.items()):
         try:
             net(x)
-        except _StopForward:
+        except StopForward:
             pass
-    finally:
-        for h in handles:
-            h.remove()
     missing = [n for n in modules if n not in got]
     if missing:
         raise ValueError(f"layer(s) {missing} did not run in the network's forward pass")
@@ -258,15 +250,28 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
     Raises:
         ValueError: unknown layer, ``k < 1``, units out of range, empty data, NaN input, a layer
             whose output is not ``(N, C, h, w)``.
+        TypeError: an option of the wrong type (``k="9"``, ``units=[1.5]``), named in the message.
     """
     net = _net_of(clf)
-    names = [layer] if isinstance(layer, str) else list(layer)
+    if isinstance(layer, str):
+        names = [layer]
+    elif isinstance(layer, (list, tuple)):
+        names = list(layer)
+    else:
+        raise TypeError(f"layer must be a module name or a list of them, got {type(layer).__name__} {layer!r}")
     if not names:
         raise ValueError("no layer given")
     modules = {n: resolve_layer(net, n) for n in names}
-    if k < 1 or batch_size < 1:
-        raise ValueError(f"k and batch_size must be positive, got k={k}, batch_size={batch_size}")
-    want = units if isinstance(units, dict) else {n: units for n in names}
+    k = check_int("k", k)
+    batch_size = check_int("batch_size", batch_size)
+    show_progress = check_bool("show_progress", show_progress)
+    if isinstance(units, dict):
+        unknown = sorted(set(units) - set(names), key=str)
+        if unknown:
+            raise ValueError(f"units given for {unknown}, which are not among the layers {names}")
+        want = {n: _units_list(units.get(n), n) for n in names}
+    else:
+        want = {n: _units_list(units, n) for n in names}
     dev = _device_of(clf)
     state: dict[str, dict[str, torch.Tensor]] = {}
     sel: dict[str, torch.Tensor | None] = {}
@@ -309,6 +314,23 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
             image_index=st["index"].cpu().clone(),
             position=torch.stack([pos // w, pos % w], -1).cpu().clone(), map_size=(h, w), n_images=n_seen)
     return results[names[0]] if isinstance(layer, str) else results
+
+
+def _units_list(units: Any, layer: str) -> list[int] | None:
+    """``units`` of ``layer`` as a list of ints (None: all), checked before any forward pass."""
+    if units is None:
+        return None
+    if isinstance(units, torch.Tensor):
+        if units.is_floating_point() or units.is_complex() or units.dtype == torch.bool:
+            raise TypeError(f"units of layer {layer!r} must be integers, got a {units.dtype} tensor")
+        units = units.reshape(-1).tolist()
+    if isinstance(units, (str, bytes)) or not isinstance(units, Iterable):
+        raise TypeError(f"units of layer {layer!r} must be a sequence of channel indices, "
+                        f"got {type(units).__name__} {units!r}")
+    out = [check_int(f"units of layer {layer!r}: unit", u, 0) for u in units]
+    if not out:
+        raise ValueError(f"units of layer {layer!r} is empty (give None for all channels)")
+    return out
 
 
 def _check_units(units: Sequence[int] | None, c: int, name: str, dev: torch.device) -> torch.Tensor | None:

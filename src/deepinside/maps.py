@@ -49,6 +49,8 @@ from PIL import Image
 from torch import nn
 
 from .backprop import backward_rule, score_gradient
+from .hooks import forward_hook, forward_hooks
+from .inputs import as_input, check_bool, check_int, check_real
 from .models import Classifier, frozen
 
 __all__ = ["compute_maps", "register_map", "map_names", "available_maps", "MapFunction",
@@ -107,29 +109,10 @@ def available_maps() -> tuple[str, ...]:
 # -- input handling ------------------------------------------------------------------------------
 
 
-def _as_input(clf: Classifier, images: Any) -> torch.Tensor:
-    """PIL image(s) -> ``clf.preprocess``; a normalised ``(N, 3, H, W)`` tensor as is."""
-    if isinstance(images, Image.Image):
-        images = [images]
-    if isinstance(images, torch.Tensor):
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-            raise ValueError(f"compute_maps() expects a normalised (N, 3, H, W) tensor with N >= 1, "
-                             f"got shape {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise TypeError(f"compute_maps() expects a float tensor, got {images.dtype}")
-        if not torch.isfinite(images).all():
-            raise ValueError("compute_maps() got an input tensor with NaN or infinite values")
-        return images.detach().to(clf.device)
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("compute_maps() got an empty list of images")
-        bad = [i for i, im in enumerate(images) if not isinstance(im, Image.Image)]
-        if bad:
-            raise TypeError(f"compute_maps(): images[{bad[0]}] is a {type(images[bad[0]]).__name__}, "
-                            f"expected a PIL image (or pass one normalised (N, 3, H, W) tensor)")
-        return clf.preprocess(list(images))
-    raise TypeError(f"compute_maps() expects PIL image(s) or a normalised (N, 3, H, W) tensor, "
-                    f"got {type(images).__name__}")
+def _as_input(clf: Classifier, images: Any, where: str = "compute_maps") -> torch.Tensor:
+    """PIL image(s) -> ``clf.preprocess``; a normalised ``(N, 3, H, W)`` tensor as is (cast to the
+    network's dtype): :func:`deepinside.inputs.as_input`."""
+    return as_input(clf, images, where)
 
 
 def _as_targets(clf: Classifier, x: torch.Tensor, targets: Any, batch_size: int) -> torch.Tensor:
@@ -196,8 +179,7 @@ def compute_maps(
     """
     if not isinstance(method, str) or method not in _REGISTRY:
         raise _unknown(method)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_int("batch_size", batch_size)
     fn = _REGISTRY[method]
     params = inspect.signature(fn).parameters.values()
     if not any(p.kind == p.VAR_KEYWORD for p in params):
@@ -206,15 +188,16 @@ def compute_maps(
         if extra:
             raise ValueError(f"map method {method!r} has no option(s) {extra}; its options: {accepted}")
     x = _as_input(clf, images)
-    tgt = _as_targets(clf, x, targets, batch_size)
-    signed = bool(options.get("signed", False))
+    signed = check_bool("signed", options.get("signed", False))
     out = []
-    for i in range(0, len(x), batch_size):
-        m = fn(clf, x[i:i + batch_size], tgt[i:i + batch_size], **options)
-        if not isinstance(m, torch.Tensor) or m.shape != (len(x[i:i + batch_size]), *x.shape[2:]):
-            raise ValueError(f"map method {method!r} returned {getattr(m, 'shape', type(m))}, expected "
-                             f"({len(x[i:i + batch_size])}, {x.shape[2]}, {x.shape[3]})")
-        out.append(m.detach())
+    with frozen(clf.net):   # one freeze for the whole call: the top-1 targets included
+        tgt = _as_targets(clf, x, targets, batch_size)
+        for i in range(0, len(x), batch_size):
+            m = fn(clf, x[i:i + batch_size], tgt[i:i + batch_size], **options)
+            if not isinstance(m, torch.Tensor) or m.shape != (len(x[i:i + batch_size]), *x.shape[2:]):
+                raise ValueError(f"map method {method!r} returned {getattr(m, 'shape', type(m))}, "
+                                 f"expected ({len(x[i:i + batch_size])}, {x.shape[2]}, {x.shape[3]})")
+            out.append(m.detach())
     maps = torch.cat(out).float()
     if not signed and (maps < 0).any():
         raise ValueError(f"map method {method!r} returned negative values: a saliency map must be >= 0")
@@ -274,11 +257,10 @@ def smoothgrad(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, n: in
     Returns:
         ``(B, H, W)``.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"smoothgrad: n must be a positive int, got {n!r}")
-    if not sigma >= 0:
-        raise ValueError(f"smoothgrad: sigma must be >= 0, got {sigma!r}")
-    gen = torch.Generator().manual_seed(int(seed))
+    n = check_int("smoothgrad: n", n, 1, 100_000)
+    sigma = check_real("smoothgrad: sigma", sigma, 0.0, 100.0)
+    seed = check_int("smoothgrad: seed", seed, 0, 2 ** 63 - 1)
+    gen = torch.Generator().manual_seed(seed)
     flat = x.detach().flatten(1)
     scale = (sigma * (flat.amax(1) - flat.amin(1))).view(-1, 1, 1, 1)
     total = torch.zeros_like(x)
@@ -327,11 +309,8 @@ def _pool_features(clf: Classifier, x: torch.Tensor, pool: str) -> tuple[torch.T
     def hook(_m: nn.Module, args: tuple) -> None:
         store["f"] = args[0]
 
-    handle = module.register_forward_pre_hook(hook)
-    try:
+    with forward_hook(module, hook, pre=True):
         scores = clf.net(x)
-    finally:
-        handle.remove()
     if "f" not in store or store["f"].ndim != 4:
         raise ValueError(f"CAM: the pooling module {pool!r} did not receive (B, K, h, w) features")
     return store["f"], scores
@@ -377,7 +356,6 @@ def conv_layers(net: nn.Module, x: torch.Tensor | None = None) -> list[str]:
         p = next(net.parameters(), None)
         x = torch.zeros(1, 3, 224, 224, device=p.device if p is not None else "cpu")
     order: list[str] = []
-    handles = []
 
     def make(name: str):
         def hook(_m: nn.Module, _a: tuple, out: Any) -> None:
@@ -385,15 +363,9 @@ def conv_layers(net: nn.Module, x: torch.Tensor | None = None) -> list[str]:
                 order.append(name)
         return hook
 
-    try:
-        for name, m in net.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(make(name)))
-        with frozen(net), torch.no_grad():
-            net(x[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, make(name)) for name, m in net.named_modules() if name), \
+            frozen(net), torch.no_grad():
+        net(x[:1])
     return list(dict.fromkeys(order))
 
 
@@ -419,7 +391,12 @@ def _gradcam_pass(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, layer
     The hook on ``layer`` is removed in ``finally``; ``who`` names the caller in errors."""
     names = dict(clf.net.named_modules())
     if layer is None:
-        layer = conv_layers(clf.net, x)[-1]
+        spatial = conv_layers(clf.net, x)
+        if not spatial:
+            raise ValueError(f"no module of the network has a spatial output larger than 1x1 on "
+                             f"this {x.shape[2]}x{x.shape[3]} input: it is too small for Grad-CAM "
+                             f"(give a larger input or layer=)")
+        layer = spatial[-1]
     if not isinstance(layer, str) or layer not in names or not layer:
         convs = conv_layers(clf.net, x)
         raise ValueError(f"{who}: unknown layer {layer!r}; layers with spatial outputs: "
@@ -434,12 +411,9 @@ def _gradcam_pass(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, layer
         return out.clone()  # later in-place operations change the copy, not A
 
     with frozen(clf.net), torch.enable_grad():
-        handle = names[layer].register_forward_hook(hook)
-        try:
+        with forward_hook(names[layer], hook):
             xg = x.detach().clone().requires_grad_(True)
             scores = clf.net(xg)
-        finally:
-            handle.remove()
         a = store["a"]
         wrt = [xg, a] if input_grad else [a]
         grads = torch.autograd.grad(scores.gather(1, targets[:, None]).sum(), wrt)

@@ -30,7 +30,6 @@ import copy
 import dataclasses
 import hashlib
 import inspect
-import pickle
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -42,6 +41,7 @@ from torch import nn
 
 from ._progress import progress
 from .frames import map_to_image
+from .inputs import check_int, check_real
 from .maps import _REGISTRY, compute_maps, map_names
 from .models import Classifier, frozen
 
@@ -83,6 +83,23 @@ def _box_mask(boxes: Sequence[Sequence[float]], height: int, width: int) -> np.n
     return mask
 
 
+def _check_boxes(boxes: Sequence[Sequence[float]], size: tuple[int, int], i: int) -> None:
+    """Every box of image ``i`` (``W x H``) is finite, non-empty and inside the image (one pixel
+    past the right/bottom border tolerated: ILSVRC's inclusive ``xmax == width``, half-open)."""
+    w, h = size
+    if len(boxes) == 0:
+        raise ValueError(f"image {i} has no ground-truth box")
+    for b in boxes:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in b)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"box {b!r} of image {i} is not (x0, y0, x1, y1)") from e
+        if not (np.isfinite([x0, y0, x1, y1]).all() and 0 <= x0 < x1 <= w + 1
+                and 0 <= y0 < y1 <= h + 1):
+            raise ValueError(f"box {tuple(b)!r} of image {i} is empty or outside the {w}x{h} "
+                             f"image (need 0 <= x0 < x1 <= W + 1, 0 <= y0 < y1 <= H + 1)")
+
+
 def pointing_hits(points: np.ndarray, boxes: Sequence[Sequence[Sequence[float]]],
                   sizes: Sequence[tuple[int, int]], tolerance: float = 15) -> np.ndarray:
     """Hit or miss of each point (Zhang et al. 2018, Sect. 5.1, TorchRay's protocol).
@@ -99,7 +116,20 @@ def pointing_hits(points: np.ndarray, boxes: Sequence[Sequence[Sequence[float]]]
 
     Returns:
         ``(N,)`` bool.
+
+    Raises:
+        ValueError: when the lengths differ, a box lies outside its image or a point does.
     """
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 2 or not len(points) == len(boxes) == len(sizes):
+        raise ValueError(f"points must be (N, 2) with N boxes and sizes, got points "
+                         f"{points.shape}, {len(boxes)} boxes, {len(sizes)} sizes")
+    for n, (bx, (w, h), (px, py)) in enumerate(zip(boxes, sizes, points)):
+        _check_boxes(bx, (w, h), n)
+        if not (0 <= px < w and 0 <= py < h):
+            raise ValueError(f"point {(px, py)} of image {n} lies outside the {w}x{h} image")
     r = int(np.floor(tolerance))
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
     disc = dx ** 2 + dy ** 2 <= tolerance ** 2
@@ -242,6 +272,11 @@ def pointing_game(
         "hits": (N,) bool, "labels": (N,), "points": (N, 2) (x, y), "box_area": (N,) share of
         the image inside the class's boxes}`` (Zhang et al.'s "difficult" images are those whose
         boxes cover less than a quarter of the image).
+
+    Raises:
+        ValueError: precomputed maps of the wrong shape (the frame's grid: ``input_size`` square
+            for ``"center"``, :func:`deepinside.frames.full_image_size` for ``"full"``) or with
+            NaN/Inf values; boxes outside their image (:func:`pointing_hits`).
     """
     from .frames import check_crops
 
@@ -273,6 +308,8 @@ def pointing_game(
         sizes += size
         boxes += [_class_boxes(r) for _, r in part]
         labels_ += [r.label for _, r in part]
+        for k, b in enumerate(boxes[i:]):
+            _check_boxes(b, size[k], i + k)
         if isinstance(maps, str) and maps == "centre":
             points[i:i + len(part)] = [centre_point(*s) for s in size]
             continue
@@ -281,6 +318,7 @@ def pointing_game(
                               crops, batch_size=batch_size, **options)
         else:
             m = list(maps[i:i + len(part)])
+            _check_precomputed(m, size, clf, crops, i)
         points[i:i + len(part)] = map_points(m, size, clf, crops, smooth)
     hits = pointing_hits(points, boxes, sizes, tolerance)
     labels = np.array(labels_)
@@ -289,6 +327,22 @@ def pointing_game(
     return {"accuracy": float(hits.mean()), "class_accuracy": float(np.mean(per_class)), "n": n,
             "classes": len(per_class), "accuracy_sem": sem(hits.astype(float)), "hits": hits,
             "labels": labels, "points": points, "box_area": area}
+
+
+def _check_precomputed(maps: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]], clf: Classifier,
+                       crops: str, start: int) -> None:
+    """Precomputed maps of images ``start, start + 1, ...`` have their frame's grid and are finite."""
+    from .frames import full_image_size
+
+    for k, (m, (w, h)) in enumerate(zip(maps, sizes)):
+        c = clf.input_size
+        want = (c, c) if crops == "center" else full_image_size(w, h, c)[::-1]
+        if tuple(m.shape) != tuple(want):
+            raise ValueError(f"shape mismatch of the precomputed map at index {start + k}: expected "
+                             f"{tuple(want)} (the {crops!r} frame's grid of a {w}x{h} image), got "
+                             f"{tuple(m.shape)}")
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError(f"non-finite map at index {start + k} (NaN or Inf values)")
 
 
 #: The pointing-game protocols compared in chapter 6: (frame, smoothing), TorchRay's last.
@@ -405,17 +459,45 @@ def deletion_insertion(
         ``{"deletion", "insertion": mean AUC, "deletion_sem", "insertion_sem", "deletion_auc",
         "insertion_auc": (N,), "deletion_curve", "insertion_curve": (N, S+1), "fraction": (S+1,),
         "targets": (N,), "n"}`` (numpy; only the keys of ``modes``).
+
+    Raises:
+        TypeError, ValueError: an option of the wrong type or value (named in the message):
+            ``steps``, ``batch_size`` positive ints; ``blur_size`` an odd positive int smaller
+            than twice the image's side; ``fill`` a finite number (NaN/Inf scores on the filled images are an error naming it); ``blur_sigma`` finite, >= 0;
+            ``seed`` a non-negative int; ``modes`` one or both curves; maps with NaN/Inf values.
+
+    The model is left as found: every forward pass (the top-1 targets included) runs in
+    :func:`deepinside.frozen` (eval mode), so BatchNorm statistics of a model in train mode are
+    not updated.
     """
+    if isinstance(modes, str) or not isinstance(modes, Sequence) or len(modes) == 0:
+        raise ValueError(f"modes must be a non-empty sequence of 'deletion' and/or 'insertion', "
+                         f"got {modes!r}")
     for m in modes:
         if m not in ("deletion", "insertion"):
-            raise ValueError(f"unknown mode {m!r}: use 'deletion' and/or 'insertion'")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+            raise ValueError(f"modes: unknown mode {m!r}: use 'deletion' and/or 'insertion'")
+    check_int("steps", steps)
+    check_int("batch_size", batch_size)
+    check_int("blur_size", blur_size)
+    if blur_size % 2 == 0:
+        raise ValueError(f"blur_size must be odd (a centred kernel), got {blur_size!r}")
+    check_real("fill", fill)
+    check_real("blur_sigma", blur_sigma)
+    if blur_sigma < 0:
+        raise ValueError(f"blur_sigma must be >= 0 (0: no blur), got {blur_sigma!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed!r}")
     from .maps import _as_input, _as_targets
 
-    x = _as_input(clf, images)
+    x = _as_input(clf, images, "deletion_insertion")
     n, _, h, w = x.shape
-    tgt = _as_targets(clf, x, targets, batch_size)
+    if "insertion" in modes and blur_sigma > 0 and blur_size // 2 >= min(h, w):
+        raise ValueError(f"blur_size {blur_size} is too large for {h}x{w} images (reflect padding "
+                         f"needs blur_size // 2 < {min(h, w)})")
+    with frozen(clf.net):
+        tgt = _as_targets(clf, x, targets, batch_size)
     if isinstance(maps, torch.Tensor):
         if maps.shape != (n, h, w):
             raise ValueError(f"precomputed maps must be (N, H, W) = {(n, h, w)}, got {tuple(maps.shape)}")
@@ -427,6 +509,11 @@ def deletion_insertion(
     else:
         raise ValueError(f"unknown map {maps!r}: give one of {', '.join(map_names())}, "
                          f"{', '.join(BASELINES)} or a (N, H, W) tensor")
+    bad = (~torch.isfinite(m.detach())).flatten(1).any(1).nonzero().flatten().tolist()
+    if bad:
+        what = maps if isinstance(maps, str) else "precomputed"
+        raise ValueError(f"non-finite map at index {bad[0]} ({what} maps with NaN or Inf values "
+                         f"at {len(bad)} of {n} images): no pixel order")
     ranks = _ranks(m, seed).to(x.device).view(n, 1, h, w)
     hw = h * w
     counts = torch.tensor([min(hw, -(-s * hw // steps)) for s in range(steps + 1)], device=x.device)
@@ -454,6 +541,10 @@ def deletion_insertion(
             batch = batch.contiguous(memory_format=fmt)
             p = clf.net(batch).softmax(1).gather(1, tgt[idx][:, None])[:, 0]
             probs[j:j + len(chunk)] = p.float().cpu()
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError(f"the model's scores are NaN/Inf on the perturbed images (fill={fill!r}, "
+                         f"blur_sigma={blur_sigma!r}): use a fill within the range of the "
+                         f"network's normalised inputs (about -3 to 3)")
     frac = (counts.float() / hw).cpu().numpy()
     out: dict[str, Any] = {"fraction": frac, "targets": tgt.cpu().numpy(), "n": n}
     curves = probs.view(len(modes), n, steps + 1).numpy()
@@ -645,8 +736,9 @@ def randomisation_test(
             raise ValueError(f"unknown similarity {k!r}; known: {SIMILARITIES}")
     from .maps import _as_input, _as_targets
 
-    x = _as_input(clf, images)
-    tgt = _as_targets(clf, x, targets, batch_size)
+    x = _as_input(clf, images, "randomisation_test")
+    with frozen(clf.net):
+        tgt = _as_targets(clf, x, targets, batch_size)
     signed = _accepts_signed(maps)
     opts = dict(options, signed=True) if signed else dict(options)
 
@@ -685,27 +777,134 @@ def randomisation_test(
 # -- all methods on one dataset, cached ---------------------------------------------------------------
 
 
+def _encode(value: Any, arrays: list[np.ndarray]) -> Any:
+    """``value`` as JSON-able data, its arrays and tensors appended to ``arrays`` (by index).
+
+    What the chapter caches: None, bools, numbers, strings, lists, tuples, dicts (any keys that
+    are themselves encodable, order kept), numpy arrays and scalars, tensors and
+    :class:`RandomisationResult`. Anything else is a :class:`TypeError` (it is not cached)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, float)) and type(value) in (int, float):
+        return value if isinstance(value, int) or np.isfinite(value) else {"__t": "float", "v": repr(value)}
+    if isinstance(value, (np.ndarray, np.generic)):
+        a = np.asarray(value)
+        if a.dtype.hasobject:
+            raise TypeError("numpy arrays of objects cannot be cached")
+        arrays.append(a)
+        return {"__t": "ndarray" if isinstance(value, np.ndarray) else "npscalar", "i": len(arrays) - 1}
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        dtype = str(t.dtype).removeprefix("torch.")
+        arrays.append((t.float() if t.dtype == torch.bfloat16 else t).numpy())
+        return {"__t": "tensor", "i": len(arrays) - 1, "dtype": dtype}
+    if isinstance(value, RandomisationResult):
+        attrs = {k: getattr(value, k) for k in ("blocks", "per_image", "maps", "method", "mode",
+                                                 "targets") if hasattr(value, k)}
+        return {"__t": "RandomisationResult", "items": _encode(dict(value), arrays),
+                "attrs": _encode(attrs, arrays)}
+    if type(value) is dict:
+        return {"__t": "dict", "k": [_encode(k, arrays) for k in value],
+                "v": [_encode(v, arrays) for v in value.values()]}
+    if type(value) in (list, tuple):
+        items = [_encode(v, arrays) for v in value]
+        return items if type(value) is list else {"__t": "tuple", "v": items}
+    raise TypeError(f"a {type(value).__name__} cannot be cached")
+
+
+def _decode(data: Any, arrays: Any) -> Any:
+    """The inverse of :func:`_encode`; ``arrays`` maps ``"a<i>"`` to the stored arrays."""
+    if isinstance(data, list):
+        return [_decode(v, arrays) for v in data]
+    if not isinstance(data, dict):
+        return data
+    kind = data["__t"]
+    if kind == "float":
+        return float(data["v"])
+    if kind == "ndarray":
+        return arrays[f"a{int(data['i'])}"]
+    if kind == "npscalar":
+        return arrays[f"a{int(data['i'])}"][()]
+    if kind == "tensor":
+        dtype = getattr(torch, str(data["dtype"]))
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown tensor dtype {data['dtype']!r}")
+        return torch.from_numpy(np.array(arrays[f"a{int(data['i'])}"])).to(dtype)
+    if kind == "tuple":
+        return tuple(_decode(v, arrays) for v in data["v"])
+    if kind == "dict":
+        return {_hashable(_decode(k, arrays)): _decode(v, arrays) for k, v in zip(data["k"], data["v"])}
+    if kind == "RandomisationResult":
+        res = RandomisationResult(_decode(data["items"], arrays))
+        for k, v in _decode(data["attrs"], arrays).items():
+            if k in ("blocks", "per_image", "maps", "method", "mode", "targets"):
+                setattr(res, k, v)
+        return res
+    raise ValueError(f"unknown cached item {kind!r}")
+
+
+def _hashable(key: Any) -> Any:
+    if isinstance(key, (list, dict, np.ndarray, torch.Tensor)):
+        raise ValueError("a cached dict key is not hashable")
+    return key
+
+
+def _save_cache(path: Path, value: Any) -> None:
+    """Write ``value`` to ``path`` (numpy ``.npz``: the arrays, and the rest as JSON); atomic."""
+    import json
+
+    arrays: list[np.ndarray] = []
+    tree = json.dumps(_encode(value, arrays)).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{id(value)}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, __tree__=np.frombuffer(tree, dtype=np.uint8),
+                 **{f"a{i}": a for i, a in enumerate(arrays)})
+    tmp.replace(path)
+
+
+def _load_cache(path: Path) -> Any:
+    """Read what :func:`_save_cache` wrote; never unpickles (``allow_pickle=False``)."""
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    tree = arrays.pop("__tree__")
+    return _decode(json.loads(tree.tobytes().decode()), arrays)
+
+
 def cached(name: str, key: Any, compute: Callable[[], Any], cache_dir: str | Path | None = None) -> Any:
-    """``compute()``, stored under ``cache_dir/name-<hash of key>.pkl`` and reused when present.
+    """``compute()``, stored under ``cache_dir/name-<hash of key>.npz`` and reused when present.
 
     The key should hold everything the result depends on (model, data, parameters); the package
     version and :data:`CACHE_VERSION` are added to it. ``cache_dir`` None: no caching.
+
+    The file holds numpy arrays and JSON only, read without unpickling: a planted or damaged
+    file cannot run code; one that does not parse is recomputed (and rewritten) with a warning.
+    Values are None, bools, numbers, strings, lists, tuples, dicts, numpy arrays, tensors
+    (returned on the CPU) and :class:`RandomisationResult`; anything else is returned uncached,
+    with a warning.
     """
     if cache_dir is None:
         return compute()
+    import warnings
+
     from . import __version__
 
     digest = hashlib.sha256(repr((key, __version__, CACHE_VERSION)).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"{name}-{digest}.pkl"
+    path = Path(cache_dir) / f"{name}-{digest}.npz"
     if path.exists():
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        try:
+            return _load_cache(path)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is recomputed
+            msg = str(e).splitlines()[0] if str(e) else ""
+            warnings.warn(f"cache file {path} is unreadable ({type(e).__name__}: {msg}); "
+                          f"recomputing it", RuntimeWarning, stacklevel=2)
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{id(value)}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(value, f)
-    tmp.replace(path)
+    try:
+        _save_cache(path, value)
+    except TypeError as e:
+        warnings.warn(f"{name}: not cached ({e})", RuntimeWarning, stacklevel=2)
     return value
 
 

@@ -23,7 +23,9 @@ import difflib
 import importlib
 import os
 import random
+import re
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -34,6 +36,7 @@ from torch import nn
 
 from ._progress import progress
 from .frames import center_crop_box
+from .inputs import check_batch
 
 __all__ = [
     "Classifier",
@@ -172,11 +175,21 @@ class Classifier:
 
     # -- inference ------------------------------------------------------------------------
     def scores(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Class scores (logits) ``(N, 1000)`` of a normalised batch, without gradients."""
-        _check_batch(x, "scores")
-        with torch.no_grad():
+        """Class scores (logits) ``(N, 1000)`` of a normalised batch, without gradients.
+
+        ``x`` must be a floating-point ``(N, 3, H, W)`` tensor without NaN/inf, N >= 1; float64
+        and float16 batches are cast to the network's dtype (float32 for the shipped models).
+        The network runs in eval mode (:func:`frozen`): a model in train mode is scored as a
+        classifier and its BatchNorm statistics are not updated.
+        """
+        x = check_batch(x, "scores", self.net)
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+            raise TypeError(f"scores(): batch_size must be an int, got {type(batch_size).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"scores(): batch_size must be >= 1, got {batch_size}")
+        with frozen(self.net), torch.no_grad():   # eval mode: BatchNorm statistics untouched
             return torch.cat([self.net(x[i : i + batch_size].to(self.device))
-                              for i in range(0, len(x), batch_size)])
+                              for i in range(0, len(x), int(batch_size))])
 
     def predict(
         self, images: Image.Image | Sequence[Image.Image], topk: int = 5, batch_size: int = 32
@@ -194,7 +207,8 @@ class Classifier:
         return out
 
     def class_index(self, cls: int | str) -> int:
-        """A class given by index, WordNet id or (unique prefix of a) name -> its index."""
+        """A class given by index (an int, or its digits as a string: ``"3"``), WordNet id or
+        (unique prefix of a) name -> its index."""
         n = len(self.class_names)
         if isinstance(cls, (bool, np.bool_)):
             raise TypeError(f"class must be an int or a name, not {cls!r}")
@@ -208,6 +222,8 @@ class Classifier:
                 return self._wnid_index[key]
             if key in self._name_index:
                 return self._name_index[key]
+            if re.fullmatch(r"[+-]?[0-9]+", key):  # an index given as text ("3", from a command line)
+                return self.class_index(int(key))
             synonym_hits = [i for i, syn in enumerate(_synonyms()) if key in syn] if len(self.class_names) == 1000 else []
             if synonym_hits:  # another synonym of the synset ("washing machine" -> "washer")
                 return synonym_hits[0]
@@ -282,31 +298,62 @@ def _check_pil(image: object) -> None:
 def _check_batch(x: object, where: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where}() expects a torch.Tensor of shape (N, 3, H, W), got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3:
+    if x.ndim != 4:
         raise ValueError(f"{where}() expects shape (N, 3, H, W), got {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise ValueError(f"{where}() expects shape (N, 3, H, W) (RGB), got {tuple(x.shape)}: "
+                         f"{x.shape[1]} channels instead of 3")
+    if x.is_complex():
+        raise TypeError(f"{where}() expects a real tensor, got {x.dtype}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{where}() got a tensor with NaN or infinite values")
+
+
+# The frozen blocks open on each network, across threads: id(net) -> [count, net, modes, flags].
+# The first block records the caller's state and freezes; the last one to close restores it, so
+# two threads that share a model never undo each other's freeze (issue 24).
+_FROZEN: dict[int, list] = {}
+_FROZEN_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def frozen(net: nn.Module) -> Iterator[nn.Module]:
     """Context: ``net`` in eval mode with parameters frozen; restores mode and flags on exit.
 
-    Every function of this package that runs a backward pass through a user's network wraps it
-    in this, so the caller's model state (train/eval, ``requires_grad``) is unchanged afterwards.
+    Every function of this package that runs a forward or backward pass through a user's network
+    wraps it in this, so the caller's model state (train/eval, BatchNorm running statistics,
+    ``requires_grad``) is unchanged afterwards. Blocks nest and may be open in several threads on
+    one network at once: the first to open records the state, the last to close restores it. A
+    network already in eval mode without trainable parameters (what :func:`load_classifier`
+    returns) is left untouched, at no cost.
     """
-    modes = {m: m.training for m in net.modules()}
-    flags = {p: p.requires_grad for p in net.parameters()}
+    key = id(net)
+    with _FROZEN_LOCK:
+        entry = _FROZEN.get(key)
+        if entry is not None and entry[1] is net:
+            entry[0] += 1
+        elif not any(m.training for m in net.modules()) and not any(
+                p.requires_grad for p in net.parameters()):
+            entry = None                    # already frozen by its owner: nothing to do or undo
+        else:
+            entry = [1, net, {m: m.training for m in net.modules()},
+                     {p: p.requires_grad for p in net.parameters()}]
+            _FROZEN[key] = entry
+            net.eval()
+            for p in entry[3]:
+                p.requires_grad_(False)
     try:
-        net.eval()
-        for p in flags:
-            p.requires_grad_(False)
         yield net
     finally:
-        for m, t in modes.items():
-            m.train(t)
-        for p, f in flags.items():
-            p.requires_grad_(f)
+        if entry is not None:
+            with _FROZEN_LOCK:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    _FROZEN.pop(key, None)
+                    for m, t in entry[2].items():
+                        m.train(t)
+                    for p, f in entry[3].items():
+                        p.requires_grad_(f)
 
 
 # -- model registry ---------------------------------------------------------------------------

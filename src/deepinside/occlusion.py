@@ -25,8 +25,10 @@ from the score map alone: :meth:`OcclusionResult.attribution`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
+import numbers
 import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,6 +39,8 @@ from PIL import Image
 from torch import nn
 
 from ._progress import progress
+from .hooks import forward_hook
+from .inputs import as_input
 
 __all__ = ["occlusion", "OcclusionResult", "occlusion_grid", "window_boxes", "resolve_layer",
            "box_to_input", "inside_box_share", "object_vs_background", "own_field_effect",
@@ -52,17 +56,19 @@ DEFAULT_WINDOW = 48
 DEFAULT_STRIDE = 16
 
 
-class _StopForward(Exception):
-    """Raised by a forward hook to end a forward pass once the layer of interest has run."""
-
-
 def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(v, (int,)) and not isinstance(v, bool):
+    """``v`` as a ``(height, width)`` pair of positive ints; else a TypeError/ValueError naming ``name``."""
+    def is_int(a: Any) -> bool:
+        return isinstance(a, numbers.Integral) and not isinstance(a, bool)
+
+    if is_int(v):
         t = (int(v), int(v))
+    elif isinstance(v, (tuple, list, torch.Size)) and len(v) == 2 and all(is_int(a) for a in v):
+        t = (int(v[0]), int(v[1]))
+    elif isinstance(v, (tuple, list, torch.Size)) and all(is_int(a) for a in v):
+        raise ValueError(f"{name} must be an int or a (height, width) pair, got {v!r}")
     else:
-        t = tuple(int(a) for a in v)  # type: ignore[union-attr]
-        if len(t) != 2:
-            raise ValueError(f"{name} must be an int or a (height, width) pair, got {v!r}")
+        raise TypeError(f"{name} must be an int or a (height, width) pair of ints, got {v!r}")
     if min(t) < 1:
         raise ValueError(f"{name} must be positive, got {v!r}")
     return t  # type: ignore[return-value]
@@ -83,6 +89,30 @@ def _device_of(clf: Any) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _dtype_of(net: nn.Module) -> torch.dtype:
+    """The floating dtype of ``net``'s parameters (float32 for a network without any)."""
+    p = next((p for p in net.parameters() if p.is_floating_point()), None)
+    return p.dtype if p is not None else torch.float32
+
+
+def _in_channels(net: nn.Module) -> tuple[str, int] | None:
+    """``(name, in_channels)`` of ``net``'s first convolution (registration order), or None
+    (none, or a lazy one not yet initialised)."""
+    first = next(((name, m.in_channels) for name, m in net.named_modules()
+                  if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return first if first is not None and first[1] > 0 else None
+
+
+def _hook_module(module: nn.Module) -> nn.Module:
+    """The module whose forward hook sees ``module``'s output on every path: ``module`` itself,
+    or for a plain ``nn.Sequential`` container its last (innermost) child, whose output is the
+    container's. The local path runs a chain's containers child by child (:func:`_stages`), so a
+    hook on the container itself would never run there."""
+    while type(module) is nn.Sequential and len(module):
+        module = module[-1]
+    return module
+
+
 def resolve_layer(net: nn.Module, layer: str) -> nn.Module:
     """The sub-module of ``net`` named ``layer`` (a name from ``net.named_modules()``).
 
@@ -99,26 +129,13 @@ def resolve_layer(net: nn.Module, layer: str) -> nn.Module:
     return modules[layer]
 
 
-def _as_batch(clf: Any, images: Any) -> torch.Tensor:
+def _as_batch(clf: Any, images: Any, where: str = "occlusion") -> torch.Tensor:
     """PIL image(s) -> ``clf.preprocess``; a ``(N, C, H, W)`` or ``(C, H, W)`` tensor is taken as
-    network input as it is. Checked: 4-D, floating point, finite."""
-    if isinstance(images, Image.Image) or (isinstance(images, (list, tuple)) and images
-                                           and all(isinstance(i, Image.Image) for i in images)):
-        if not hasattr(clf, "preprocess"):
-            raise TypeError("PIL images need a Classifier (with its preprocessing), not a bare network")
-        x = clf.preprocess(images)
-    elif isinstance(images, torch.Tensor):
-        x = images[None] if images.ndim == 3 else images
-    else:
-        raise TypeError("images must be a PIL image, a list of PIL images or a (N, C, H, W) tensor, "
-                        f"got {type(images).__name__}")
-    if x.ndim != 4 or x.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (N, C, H, W) batch, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"network input must be floating point, got {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise ValueError("the input contains NaN or infinite values")
-    return x.detach()
+    network input as it is (:func:`deepinside.inputs.as_input`: C as the first convolution takes,
+    floating point, finite, cast to the network's dtype)."""
+    if isinstance(images, torch.Tensor) and images.ndim == 3:
+        images = images[None]
+    return as_input(clf, images, where, channels=None)
 
 
 def occlusion_grid(size: Sequence[int], window: int | Sequence[int], stride: int | Sequence[int]
@@ -349,9 +366,11 @@ def _plan(net: nn.Module, x: torch.Tensor, layer_module: nn.Module | None, boxes
     except Exception:  # not a chain of its children: use the plain path
         return None
     end = len(shapes) - 1                       # the split must come before the followed layer
-    if layer_module is not None:
+    if layer_module is not None:              # its hook must run in a stage, on the whole map
         end = next((i for i, (_, st) in enumerate(stages)
-                    if any(m is layer_module for m in st.modules())), end)
+                    if any(m is layer_module for m in st.modules())), None)
+        if end is None:
+            return None
     split = None
     for i, sh in enumerate(shapes[:end]):
         if len(sh) == 4 and sh[2] * 4 >= h and sh[3] * 4 >= w:
@@ -452,23 +471,38 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
         :class:`OcclusionResult` with ``(N, Py, Px)`` maps, ``Py = ceil((H - window) / stride) + 1``.
 
     Raises:
-        ValueError: NaN/inf input, window larger than the image, stride larger than the window,
-            unknown ``layer``, ``unit`` out of range, target out of range, a layer output that is not
-            ``(N, C, h, w)``.
+        ValueError: NaN/inf input, an input whose channel count differs from the network's first
+            convolution, ``window``/``stride``/``batch_size`` not positive, window larger than the
+            image, stride larger than the window, unknown ``layer``, ``unit`` out of range, target
+            out of range, a layer output that is not ``(N, C, h, w)``.
+        TypeError: ``window``/``stride`` not an int or a pair of ints, ``batch_size`` not an int.
 
-    The network's mode, ``requires_grad`` flags and hooks are unchanged afterwards (the temporary
-    forward hook is removed in ``finally``); no gradient is computed.
+    An input of another floating dtype (float64, float16) is cast to the network's. The network
+    is scored in eval mode (BatchNorm running statistics are used, never updated); its modes,
+    ``requires_grad`` flags, buffers and hooks are unchanged afterwards (restored, and the
+    temporary forward hook removed, in ``finally``); no gradient is computed.
     """
     from .models import frozen
 
     net = _net_of(clf)
     module = resolve_layer(net, layer) if layer is not None else None
-    x = _as_batch(clf, images).to(_device_of(clf))
-    n, c, h, w = x.shape
     window, stride = _pair(window, "window"), _pair(stride, "stride")
-    py, px = occlusion_grid((h, w), window, stride)
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool):
+        raise TypeError(f"batch_size must be a positive int, got {batch_size!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+    batch_size = int(batch_size)
+    x = _as_batch(clf, images).to(_device_of(clf))
+    x = x.to(_dtype_of(net))                  # e.g. a float64 or float16 input for a float32 network
+    if not torch.isfinite(x).all():           # a float64 value beyond the network's dtype
+        raise ValueError("the input contains values that overflow the network's "
+                         f"{_dtype_of(net)} (infinite after the cast)")
+    n, c, h, w = x.shape
+    first = _in_channels(net)
+    if first is not None and first[1] != c:
+        raise ValueError(f"the input has {c} channels, but the network's first convolution "
+                         f"{first[0]!r} takes {first[1]}")
+    py, px = occlusion_grid((h, w), window, stride)
     fill_t, fill_v = _fill_tensor(clf, fill, c, x.device)
     fill_t = fill_t.to(x.dtype)
 
@@ -491,72 +525,78 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
     top = torch.empty(total, dtype=torch.long, device=x.device)
     act = torch.empty(total, device=x.device) if module is not None else None
 
-    handle = module.register_forward_hook(hook) if module is not None else None
-    try:
-        with frozen(net), torch.inference_mode():
-            # the unoccluded images first: target, base values, the strongest feature map
-            base = torch.cat([net(x[i:i + batch_size].contiguous(memory_format=torch.channels_last))
-                              for i in range(0, n, batch_size)])
-            if base.ndim != 2:
-                raise ValueError(f"the network returned scores of shape {tuple(base.shape)}, "
-                                 "expected (N, classes)")
-            k = base.shape[1]
-            base_top = base.argmax(1)
-            tgt = _targets(clf, target, n, base_top, k)
-            base_logp = base.log_softmax(1)
-            units = base_act = None
+    hooked = _hook_module(module) if module is not None else None
+    hook_block = forward_hook(hooked, hook) if hooked is not None else contextlib.nullcontext()
+    with hook_block, frozen(net), torch.inference_mode():
+        # the unoccluded images first: target, base values, the strongest feature map
+        base_parts, base_caps = [], []
+        for i in range(0, n, batch_size):
+            base_parts.append(net(x[i:i + batch_size].contiguous(memory_format=torch.channels_last)))
             if module is not None:
-                totals = torch.cat(captured)                   # (N, C_layer)
+                if not captured:
+                    raise ValueError(f"layer {layer!r} did not run in the network's forward pass")
+                base_caps.append(captured[-1])       # the layer's last call in this pass
                 captured.clear()
-                units = _units(unit, totals, n)
-                base_act = totals.gather(1, units[:, None])[:, 0]
-            plan = _plan(net, x, module, boxes, batch_size) if local else None
-            key = (tuple(x.shape[1:]), window, stride, str(x.dtype), str(x.device))
-            checked = _VERIFIED.setdefault(net, {}).get(key) if plan is not None else None
-            if checked is False:
-                plan = None
+        base = torch.cat(base_parts)
+        if base.ndim != 2:
+            raise ValueError(f"the network returned scores of shape {tuple(base.shape)}, "
+                             "expected (N, classes)")
+        k = base.shape[1]
+        base_top = base.argmax(1)
+        tgt = _targets(clf, target, n, base_top, k)
+        base_logp = base.log_softmax(1)
+        units = base_act = None
+        if module is not None:
+            totals = torch.cat(base_caps)                  # (N, C_layer)
+            units = _units(unit, totals, n)
+            base_act = totals.gather(1, units[:, None])[:, 0]
+        plan = _plan(net, x, hooked, boxes, batch_size) if local else None
+        captured.clear()                                   # _plan's own check ran the network
+        # the plan (where the crops end) and its check depend on the followed layer too
+        key = (tuple(x.shape[1:]), window, stride, str(x.dtype), str(x.device), layer)
+        checked = _VERIFIED.setdefault(net, {}).get(key) if plan is not None else None
+        if checked is False:
+            plan = None
 
-            def plain(img: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-                b = boxes[pos]                                                # (B, 4)
-                inside = (((rows >= b[:, 1:2]) & (rows < b[:, 3:4]))[:, :, None]
-                          & ((cols >= b[:, 0:1]) & (cols < b[:, 2:3]))[:, None, :])  # (B, H, W)
-                xb = torch.where(inside[:, None], fill_t, x[img])
-                return net(xb.contiguous(memory_format=torch.channels_last))
+        def plain(img: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            b = boxes[pos]                                                # (B, 4)
+            inside = (((rows >= b[:, 1:2]) & (rows < b[:, 3:4]))[:, :, None]
+                      & ((cols >= b[:, 0:1]) & (cols < b[:, 2:3]))[:, None, :])  # (B, H, W)
+            xb = torch.where(inside[:, None], fill_t, x[img])
+            return net(xb.contiguous(memory_format=torch.channels_last))
 
-            it = range(0, total, batch_size)
-            for s in progress(it, desc="occlusion", total=len(it), disable=not show_progress):
-                idx = torch.arange(s, min(s + batch_size, total), device=x.device)
-                img, pos = idx // n_pos, idx % n_pos
-                if plan is not None and checked is None:      # first use of this geometry: check
-                    ref = plain(img, pos)
-                    ref_act = captured.pop() if act is not None else None
+        it = range(0, total, batch_size)
+        for s in progress(it, desc="occlusion", total=len(it), disable=not show_progress):
+            idx = torch.arange(s, min(s + batch_size, total), device=x.device)
+            img, pos = idx // n_pos, idx % n_pos
+            if plan is not None and checked is None:      # first use of this geometry: check
+                ref = plain(img, pos)
+                ref_act = captured.pop() if act is not None else None
+                captured.clear()
+                out = _local_forward(plan, x, img, pos, boxes, fill_t)
+                tol = 1e-4 * (1.0 + float(ref.abs().max()))
+                ok = out.shape == ref.shape and bool((out - ref).abs().max() <= tol)
+                if ref_act is not None:       # the layer must run once, on the whole map
+                    ok = ok and len(captured) == 1 and captured[-1].shape == ref_act.shape
+                    ok = ok and bool((captured[-1] - ref_act).abs().max()
+                                     <= 1e-4 * (1.0 + float(ref_act.abs().max())))
+                _VERIFIED[net][key] = checked = ok
+                if not ok:
+                    plan = None
                     captured.clear()
-                    out = _local_forward(plan, x, img, pos, boxes, fill_t)
-                    tol = 1e-4 * (1.0 + float(ref.abs().max()))
-                    ok = bool((out - ref).abs().max() <= tol)
-                    if ref_act is not None:
-                        ok = ok and bool((captured[-1] - ref_act).abs().max()
-                                         <= 1e-4 * (1.0 + float(ref_act.abs().max())))
-                    _VERIFIED[net][key] = checked = ok
-                    if not ok:
-                        plan = None
-                        captured.clear()
-                        captured.append(ref_act) if ref_act is not None else None
-                        out = ref
-                elif plan is not None:
-                    out = _local_forward(plan, x, img, pos, boxes, fill_t)
-                else:
-                    out = plain(img, pos)
-                t = tgt[img]
-                score[idx] = out.gather(1, t[:, None])[:, 0]
-                prob[idx] = out.log_softmax(1).gather(1, t[:, None])[:, 0].exp()
-                top[idx] = out.argmax(1)
-                if act is not None:
-                    act[idx] = captured.pop().gather(1, units[img][:, None])[:, 0]
-                    captured.clear()
-    finally:
-        if handle is not None:
-            handle.remove()
+                    captured.append(ref_act) if ref_act is not None else None
+                    out = ref
+            elif plan is not None:
+                out = _local_forward(plan, x, img, pos, boxes, fill_t)
+            else:
+                out = plain(img, pos)
+            t = tgt[img]
+            score[idx] = out.gather(1, t[:, None])[:, 0]
+            prob[idx] = out.log_softmax(1).gather(1, t[:, None])[:, 0].exp()
+            top[idx] = out.argmax(1)
+            if act is not None:
+                act[idx] = captured.pop().gather(1, units[img][:, None])[:, 0]
+                captured.clear()
 
     # tensors made under inference_mode cannot enter autograd later: hand out ordinary copies
     base, tgt, base_top, base_logp = base.clone(), tgt.clone(), base_top.clone(), base_logp.clone()

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,6 +50,7 @@ from ._progress import progress
 from .backprop import backward_rule, map_correlation, score_gradient
 from .frames import (MAP_CROPS, central_square, check_crops, map_to_image,
                      ten_crop_boxes, ten_crop_coverage)
+from .inputs import as_images, check_batch
 from .models import Classifier, frozen
 
 __all__ = ["saliency", "ten_crop_boxes",  # ten_crop_boxes: re-exported from frames
@@ -66,31 +68,15 @@ Target = int | str | Sequence[int | str] | np.ndarray | torch.Tensor | None
 # -- input checks ----------------------------------------------------------------------------------
 
 
-def _as_images(images: object) -> list[Image.Image] | torch.Tensor:
-    if isinstance(images, Image.Image):
-        return [images]
-    if isinstance(images, torch.Tensor):
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"saliency() expects a normalised tensor of shape (N, 3, H, W), got {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise ValueError("saliency() got an empty batch (N = 0)")
-        if not images.is_floating_point():
-            raise TypeError(f"saliency() expects a float tensor (the normalised network input), got {images.dtype}")
-        # one reduction first (NaN and inf propagate through a sum); the elementwise check only
-        # when it fails (or overflows), for a precise answer: 20x cheaper on a clean batch
-        if not torch.isfinite(images.sum()) and not torch.isfinite(images).all():
-            raise ValueError("saliency() got an input tensor with NaN or infinite values")
-        return images
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("saliency() got an empty list of images")
-        for i, im in enumerate(images):
-            if not isinstance(im, Image.Image):
-                raise TypeError(f"saliency(): images[{i}] is a {type(im).__name__}, expected a PIL image "
-                                f"(or pass one normalised (N, 3, H, W) tensor)")
-        return list(images)
-    raise TypeError(f"saliency() expects a PIL image, a list of PIL images or a normalised (N, 3, H, W) "
-                    f"tensor, got {type(images).__name__}")
+def _as_images(images: object, net: torch.nn.Module) -> list[Image.Image] | torch.Tensor:
+    """PIL image(s) as a list (kept for the ten crops) or a checked tensor (:mod:`deepinside.inputs`)."""
+    ims = as_images(images, "saliency")
+    if ims is not None:
+        return ims
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"saliency() expects a PIL image, a list of PIL images or a normalised "
+                        f"(N, 3, H, W) tensor, got {type(images).__name__}")
+    return check_batch(images, "saliency", net)
 
 
 def _targets(clf: Classifier, target: Target, n: int) -> torch.Tensor | None:
@@ -122,14 +108,6 @@ def _targets(clf: Classifier, target: Target, n: int) -> torch.Tensor | None:
 # -- the backward pass -----------------------------------------------------------------------------
 
 
-def _frozen(net: torch.nn.Module):
-    """:func:`deepinside.models.frozen`, skipped when it would change nothing (eval mode, no
-    parameter requiring grad: the state :func:`load_classifier` leaves), which saves its ~8 ms."""
-    if any(m.training for m in net.modules()) or any(p.requires_grad for p in net.parameters()):
-        return frozen(net)
-    return contextlib.nullcontext(net)
-
-
 def _saliency_batch(clf: Classifier, x: torch.Tensor, target: torch.Tensor | None,
                     group: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4 for a chunk (:func:`deepinside.backprop.score_gradient`, under the rule in force)
@@ -146,7 +124,7 @@ def saliency(
     images: Image.Image | Sequence[Image.Image] | torch.Tensor,
     target: Target = None,
     crops: str = "center",
-    rule: str = "gradient",
+    rule: str | None = None,
     batch_size: int = 32,
     return_target: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -170,6 +148,8 @@ def saliency(
             (see :func:`ten_crop_boxes`).
         rule: ``"gradient"`` (eq. 4), or ``"deconvnet"`` / ``"guided"``: the same pass with the
             rectifiers' backward rule replaced (Sect. 4, :func:`deepinside.backward_rule`).
+            An explicit rule wins over an open ``backward_rule`` block; None (default): the
+            rule of the block open in this thread, else the gradient.
         batch_size: images (or crops) per forward/backward pass; bounds the memory. For
             ``crops="ten"`` chunks hold whole images (``10 * (batch_size // 10)`` crops) when
             ``batch_size >= 10``; below that, ``target=None`` costs one extra forward pass.
@@ -187,19 +167,34 @@ def saliency(
         TypeError: inputs of the wrong type.
     """
     check_crops(crops, CROPS)
-    if rule not in SALIENCY_RULES:
+    if rule is not None and rule not in SALIENCY_RULES:
         raise ValueError(f"rule must be one of {SALIENCY_RULES}, got {rule!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    imgs = _as_images(images)
+    imgs = _as_images(images, clf.net)
     n = len(imgs)
     tgt = _targets(clf, target, n)
     if isinstance(imgs, torch.Tensor) and crops != "center":
         raise ValueError("a preprocessed tensor has already been cropped: use crops='center' with tensor input, "
                          "or pass PIL images for crops='ten'")
-    with _frozen(clf.net), torch.enable_grad(), backward_rule(clf.net, rule):
+    rule_block = contextlib.nullcontext() if rule is None else backward_rule(clf.net, rule)
+    with frozen(clf.net), torch.enable_grad(), rule_block:
         maps, classes = (_center if crops == "center" else _ten)(clf, imgs, tgt, batch_size)
+    if rule in (None, "gradient"):   # guided/deconvnet maps may be zero for a legitimate reason
+        _warn_if_zero(maps, imgs)
     return (maps, classes) if return_target else maps
+
+
+def _warn_if_zero(maps: torch.Tensor, imgs: Any) -> None:
+    """A map that is exactly zero everywhere means the class score does not depend on the input
+    (EfficientNet-Lite0 on a tensor of 8 x 8 pixels or less, a dead network): say so, naming the
+    image, instead of returning a blank map without a word (issue 24)."""
+    zero = (maps.flatten(1).amax(1) == 0).nonzero().flatten().tolist()
+    if zero:
+        size = f" of {imgs.shape[2]}x{imgs.shape[3]} pixels" if isinstance(imgs, torch.Tensor) else ""
+        warnings.warn(f"saliency: the map of image {zero[0]}{size} is exactly zero ({len(zero)} of "
+                      f"{len(maps)} images): the class score does not depend on the input there "
+                      f"(an input too small for the network?)", RuntimeWarning, stacklevel=3)
 
 
 def _center(clf: Classifier, imgs: list[Image.Image] | torch.Tensor, tgt: torch.Tensor | None,
