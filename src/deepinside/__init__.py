@@ -63,3 +63,9 @@ from .features import TopActivations, project, receptive_field, top_activations 
 
 __all__ += ["occlusion", "OcclusionResult", "top_activations", "TopActivations", "receptive_field",
             "project"]
+
+# the book's ILSVRC sample from its public sources (fetch.py, on pooch)
+from .fetch import FetchError, fetch_ilsvrc_sample  # noqa: E402
+from . import fetch  # noqa: E402,I001
+
+__all__ += ["fetch_ilsvrc_sample", "FetchError"]

@@ -1,4 +1,5 @@
-"""Command line: ``deepinside localise IMAGE...`` and ``deepinside evaluate ILSVRC_ROOT``.
+"""Command line: ``deepinside localise IMAGE...``, ``deepinside evaluate ILSVRC_ROOT``, and
+``top-activations``, ``class-models``, ``fetch-data`` (the book's ILSVRC sample).
 
 ``localise`` prints, as JSON on stdout, the boxes of the top-k classes of each image found by the
 weakly supervised localisation of Simonyan et al. (2014, Sect. 3.2), and with ``--out DIR`` writes
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="deepinside",
         description="Weakly supervised localisation from class saliency maps (Simonyan et al. 2014, Sect. 3.2).")
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{localise,evaluate,top-activations,class-models}")
+                           metavar="{localise,evaluate,top-activations,class-models,fetch-data}")
 
     base = argparse.ArgumentParser(add_help=False)
     base.add_argument("--model", default="efficientnet_lite0", help="classifier name (default: %(default)s)")
@@ -147,7 +148,30 @@ def _parser() -> argparse.ArgumentParser:
     cm.add_argument("--steps", type=_positive_int, help="optimisation steps (default: the method's)")
     cm.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     sharded(cm, 8, "classes")
+
+    fd = sub.add_parser("fetch-data", help="fetch the book's ILSVRC sample (850 images, 46 MB)",
+                        description="Fetch the book's ILSVRC-2012 validation sample (850 images "
+                                    "with boxes, two folders) from its public sources, check every "
+                                    "file's SHA-256, and print the two folders. "
+                                    "$DEEPINSIDE_DATA_URL replaces https://raw.githubusercontent.com "
+                                    "(a mirror). A second run fetches nothing; an interrupted one, "
+                                    "rerun, fetches only what is missing.")
+    fd.add_argument("--dest", type=Path, default=None,
+                    help="destination folder (default: $DEEPINSIDE_DATA, else the per-user cache)")
+    fd.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def _fetch_data(args) -> int:
+    from .fetch import FetchError, fetch_ilsvrc_sample
+
+    try:
+        roots = fetch_ilsvrc_sample(args.dest, progress=not args.quiet)
+    except FetchError as e:
+        raise UserError(str(e)) from None
+    for folder, root in roots.items():
+        print(f"{folder}\t{root}")
+    return 0
 
 
 def _top_activations(args) -> int:
@@ -204,13 +228,11 @@ def _channels(clf, module) -> int:
     def hook(m, a, y) -> None:  # returns None: the output is left as it is
         out["c"] = int(y.shape[1])
 
-    h = module.register_forward_hook(hook)
-    try:
-        with torch.inference_mode():
-            s = clf.input_size
-            clf.net(torch.zeros(1, 3, s, s, device=clf.device))
-    finally:
-        h.remove()
+    from .hooks import forward_hook
+
+    with forward_hook(module, hook), torch.inference_mode():
+        s = clf.input_size
+        clf.net(torch.zeros(1, 3, s, s, device=clf.device))
     return int(out["c"])
 
 
@@ -570,6 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _top_activations(args)
         if args.command == "class-models":
             return _class_models(args)
+        if args.command == "fetch-data":
+            return _fetch_data(args)
         return _evaluate(args)
     except (UserError, ShardStoreError) as e:
         print(f"deepinside: error: {e}", file=sys.stderr)

@@ -176,11 +176,25 @@ def sample_images(names: Sequence[str] | None = None) -> dict[str, Image.Image]:
 # -- ILSVRC ------------------------------------------------------------------------------------
 
 
-def default_ilsvrc_root() -> Path | None:
-    """The ILSVRC validation folder to use, or None.
+#: ``DEEPINSIDE_FETCH=0`` turns off the fetch on first use of :func:`default_ilsvrc_root`.
+ENV_FETCH = "DEEPINSIDE_FETCH"
 
-    ``$DEEPINSIDE_ILSVRC`` if set, else the sample ``../shared/data/ilsvrc2012-val-201`` next to
-    the current directory or one of its parents (where the book's development setup keeps it).
+
+def default_ilsvrc_root(*, fetch: bool | None = None) -> Path | None:
+    """The ILSVRC validation folder to use (the sample's ``ilsvrc2012-val-201``), or None.
+
+    In this order: ``$DEEPINSIDE_ILSVRC`` if set; the sample ``../shared/data/ilsvrc2012-val-201``
+    next to the current directory or one of its parents (the book's development setup); the
+    sample fetched before (:func:`deepinside.fetch_ilsvrc_sample` into ``$DEEPINSIDE_DATA`` or the
+    per-user cache); and, when the machine reaches the images' sources (Binder, Colab, a laptop),
+    the sample fetched now, once, with a one-line note saying what and how much. The second
+    folder, ``ilsvrc2012-val-650-227px``, lies beside the returned one in every case.
+
+    Args:
+        fetch: whether a missing sample may be fetched (None: unless ``$DEEPINSIDE_FETCH=0``).
+
+    Returns None (the chapters then say what they skip) when none of these holds: offline with
+    nothing cached, or the fetch failed (a warning says why).
     """
     env = os.environ.get("DEEPINSIDE_ILSVRC")
     if env:
@@ -190,7 +204,32 @@ def default_ilsvrc_root() -> Path | None:
         cand = d.parent / "shared" / "data" / "ilsvrc2012-val-201"
         if (cand / "images").is_dir():
             return cand
-    return None
+    from . import fetch as _fetch
+
+    roots = _fetched_roots_quietly(_fetch)
+    if roots is not None:
+        return roots[_fetch.FOLDERS[0]]
+    if fetch is None:
+        fetch = os.environ.get(ENV_FETCH, "1").strip() not in ("0", "false", "no")
+    if not fetch or not _fetch.sources_reachable():
+        return None
+    files = _fetch.registry()
+    mb = sum(f.size for f in files) / 1e6
+    source = os.environ.get(_fetch.ENV_URL) or "public GitHub repositories"
+    _fetch.note(f"deepinside: fetching the book's ILSVRC sample ({len(files)} images, {mb:.0f} MB, "
+                f"from {source}) into {_fetch.data_dir()}, once")
+    try:
+        return _fetch.fetch_ilsvrc_sample()[_fetch.FOLDERS[0]]
+    except (_fetch.FetchError, ValueError) as e:
+        warnings.warn(f"the ILSVRC sample could not be fetched: {e}", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _fetched_roots_quietly(module) -> dict[str, Path] | None:
+    try:
+        return module.fetched_roots()
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
