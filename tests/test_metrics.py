@@ -414,7 +414,7 @@ def test_deletion_leaves_a_train_mode_batchnorm_model_as_found():
 
 
 def test_deletion_options_property():
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import example, given, settings, strategies as st
 
     tiny = tiny_classifier()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
@@ -432,6 +432,8 @@ def test_deletion_options_property():
 
     @settings(max_examples=300, deadline=None, database=None)
     @given(opts=options)
+    @example(opts={"blur_sigma": 1.3407807929942597e+154})   # overflowed the kernel once (CI)
+    @example(opts={"fill": 7.221310135028185e+36})           # overflowed the network once
     def check(opts):
         try:
             res = dm.deletion_insertion(tiny, x, "random", **opts)

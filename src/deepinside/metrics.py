@@ -482,7 +482,7 @@ def deletion_insertion(
     if blur_size % 2 == 0:
         raise ValueError(f"blur_size must be odd (a centred kernel), got {blur_size!r}")
     check_real("fill", fill)
-    check_real("blur_sigma", blur_sigma)
+    check_real("blur_sigma", blur_sigma, 0.0, 1000.0)   # pixels; beyond, the kernel overflows
     if blur_sigma < 0:
         raise ValueError(f"blur_sigma must be >= 0 (0: no blur), got {blur_sigma!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -889,7 +889,7 @@ def cached(name: str, key: Any, compute: Callable[[], Any], cache_dir: str | Pat
         return compute()
     import warnings
 
-    from . import __version__
+    from ._version import __version__
 
     digest = hashlib.sha256(repr((key, __version__, CACHE_VERSION)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{name}-{digest}.npz"
