@@ -351,7 +351,7 @@ def test_saliency_explorer_reacts_to_every_control():
     import matplotlib
 
     matplotlib.use("Agg")
-    from deepinside.plotting import saliency_explorer
+    from deepinside.widgets import saliency_explorer
 
     clf = conv_clf()
     ui = saliency_explorer(clf, {"a": rand_pil(12, 12), "b": rand_pil(14, 10, 1)}, initial=False)

@@ -88,8 +88,8 @@ def test_explorer_reacts_to_every_control(clf, one_thread):
     assert app.figure() is not None
 
 
-def test_plotting_alias_and_class_options(clf):
-    ui = di.plotting.saliency_explorer(clf, {"a": rand_pil(12, 12)}, initial=False)
+def test_saliency_explorer_and_class_options(clf):
+    ui = di.widgets.saliency_explorer(clf, {"a": rand_pil(12, 12)}, initial=False)
     (pick, upload), (cls, which) = ui.children[0].children, ui.children[1].children
     assert pick.value == "a" and which.value == "center"
     names = ["a", "b", "a"]

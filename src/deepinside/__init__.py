@@ -34,7 +34,7 @@ from .models import (Classifier, WeightsUnavailableError, frozen, imagenet_label
 from .saliency_maps import saliency, saliency_box_share, saliency_cost, saliency_to_image
 from . import backprop, data, deconvnet, evaluation, localisation, models, plotting, saliency_maps  # noqa: E402,I001
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "Classifier", "WeightsUnavailableError", "frozen", "imagenet_labels", "load_classifier",

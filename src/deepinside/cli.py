@@ -175,7 +175,7 @@ def _fetch_data(args) -> int:
 
 
 def _top_activations(args) -> int:
-    from .features import resolve_layer
+    from .layers import resolve_layer
     from .jobs import save_top_activations, top_activations_job
 
     try:

@@ -8,7 +8,8 @@ Their Fig. 6 shows the first-layer filters, "without feature scale clipping" one
 - :func:`top_activations`: one streaming pass over a dataset, a running top-k per unit (each
   image counted once per unit, at its spatial maximum, as Zeiler & Fergus and the DeepVis
   toolbox do); memory bounded by one batch whatever the dataset size.
-- :func:`receptive_field`: the input box a unit sees, computed from the network itself.
+- :func:`receptive_field` (from :mod:`deepinside.receptive`): the input box a unit sees, computed
+  from the network itself.
 - :func:`project`: one activation back-propagated to pixel space with a backward rule of
   :mod:`deepinside.backprop` (``"deconvnet"``: Zeiler & Fergus's DeconvNet; ``"guided"``).
 - :func:`first_layer_filters`, :func:`filter_stats`: the data of their Fig. 6.
@@ -16,9 +17,6 @@ Their Fig. 6 shows the first-layer filters, "without feature scale clipping" one
 
 from __future__ import annotations
 
-import copy
-import math
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -29,45 +27,14 @@ from PIL import Image
 from torch import nn
 
 from ._progress import progress
-from .hooks import StopForward, forward_hooks
-from .inputs import check_bool, check_int
-from .occlusion import _as_batch, _device_of, _net_of, resolve_layer
+from .inputs import as_batch, check_bool, check_int
+from .layers import device_of, forward_to, net_of, resolve_layer
+from .receptive import receptive_field  # noqa: F401 (public here too: di.receptive_field)
 
 __all__ = ["TopActivations", "top_activations", "receptive_field", "project", "aligned_projections",
            "mean_pairwise_correlation", "first_layer_filters", "filter_stats", "ilsvrc_roots",
-           "ImageList", "activations", "Top9Panels", "top9_panels", "cached_top_activations",
+           "ImageList", "Top9Panels", "top9_panels", "cached_top_activations",
            "default_cache_dir", "book_images", "layer_table"]
-
-
-# -- running the network up to some layers ----------------------------------------------------
-
-
-def _forward_to(net: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """Run ``net`` on ``x`` until every module in ``modules`` has produced its output (first call
-    of each); return ``{name: output}``. The hooks are removed in ``finally``."""
-    got: dict[str, torch.Tensor] = {}
-
-    def make(name: str):
-        def hook(m: nn.Module, args: Any, out: Any) -> None:
-            if name in got:
-                return
-            if not isinstance(out, torch.Tensor) or out.ndim != 4:
-                raise ValueError(f"layer {name!r} returned {type(out).__name__} of shape "
-                                 f"{tuple(getattr(out, 'shape', ()))}; expected (N, C, h, w) feature maps")
-            got[name] = out
-            if len(got) == len(modules):
-                raise StopForward
-        return hook
-
-    with forward_hooks((m, make(name)) for name, m in modules.items()):
-        try:
-            net(x)
-        except StopForward:
-            pass
-    missing = [n for n in modules if n not in got]
-    if missing:
-        raise ValueError(f"layer(s) {missing} did not run in the network's forward pass")
-    return got
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -140,7 +107,7 @@ def _batches(clf: Any, data: Any, batch_size: int) -> Iterator[torch.Tensor]:
     """Network-input batches ``(B, C, H, W)`` from a tensor, a sequence of PIL images / items, or
     any iterable of them. The next batch is decoded in a thread while the network runs."""
     if isinstance(data, torch.Tensor):
-        x = _as_batch(clf, data)
+        x = as_batch(clf, data, "top_activations")
         for i in range(0, len(x), batch_size):
             yield x[i:i + batch_size]
         return
@@ -252,7 +219,7 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
             whose output is not ``(N, C, h, w)``.
         TypeError: an option of the wrong type (``k="9"``, ``units=[1.5]``), named in the message.
     """
-    net = _net_of(clf)
+    net = net_of(clf)
     if isinstance(layer, str):
         names = [layer]
     elif isinstance(layer, (list, tuple)):
@@ -272,7 +239,7 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
         want = {n: _units_list(units.get(n), n) for n in names}
     else:
         want = {n: _units_list(units, n) for n in names}
-    dev = _device_of(clf)
+    dev = device_of(clf)
     state: dict[str, dict[str, torch.Tensor]] = {}
     sel: dict[str, torch.Tensor | None] = {}
     n_seen = 0
@@ -284,7 +251,7 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
         with frozen(net), torch.inference_mode():
             for x in _batches(clf, images_or_dataset, batch_size):
                 x = x.to(dev).contiguous(memory_format=torch.channels_last)   # faster convs on CPU
-                outs = _forward_to(net, x, modules)
+                outs = forward_to(net, x, modules)
                 b = len(x)
                 for name, out in outs.items():
                     if name not in sel:
@@ -357,206 +324,6 @@ def _merge(st: dict[str, torch.Tensor], v: torch.Tensor, idx: torch.Tensor, pos:
     st["values"], st["index"], st["pos"] = v.gather(1, order), idx.gather(1, order), pos.gather(1, order)
 
 
-# -- receptive fields --------------------------------------------------------------------------
-
-_RF_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def _linearised_copy(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` in which every path is open and every weight positive.
-
-    Convolutions and linear maps average (weight ``1 / fan_in``, no bias), normalisations are
-    identities, max-pooling becomes average pooling (so every input of a pooling window, not only
-    the arg-max, reaches the output), and hooks are dropped. With a small positive input all
-    activations stay in the linear range of every rectifier (0 < x < 6 for ReLU6), so the input
-    gradient of a unit is positive exactly on the pixels connected to it: its receptive field.
-    """
-    c = copy.deepcopy(net).float().cpu().eval()
-    for m in c.modules():
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-        m._backward_hooks.clear()
-        for name, child in list(m.named_children()):
-            if isinstance(child, nn.MaxPool2d):
-                setattr(m, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
-                                              ceil_mode=child.ceil_mode, count_include_pad=True))
-            elif isinstance(child, nn.AdaptiveMaxPool2d):
-                setattr(m, name, nn.AdaptiveAvgPool2d(child.output_size))
-    with torch.no_grad():
-        for m in c.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                if m.running_mean is not None:
-                    m.running_mean.zero_()
-                    m.running_var.fill_(1.0)
-            w = getattr(m, "weight", None)
-            if isinstance(w, torch.Tensor):
-                if w.ndim >= 2:
-                    w.fill_(1.0 / w[0].numel())
-                else:
-                    w.fill_(1.0)
-            b = getattr(m, "bias", None)
-            if isinstance(b, torch.Tensor):
-                b.zero_()
-    for p in c.parameters():
-        p.requires_grad_(False)
-    return c
-
-
-def _runs(m: torch.Tensor) -> list[tuple[int, int]]:
-    """Maximal runs of True in a 1-D bool tensor, as half-open ``(start, end)``."""
-    d = torch.diff(torch.cat([m.new_zeros(1), m, m.new_zeros(1)]).to(torch.int8))
-    starts, ends = (d == 1).nonzero()[:, 0].tolist(), (d == -1).nonzero()[:, 0].tolist()
-    return list(zip(starts, ends))
-
-
-def _trace(lin: nn.Module, layer: str, module: nn.Module, size: tuple[int, int, int],
-           units: list[tuple[int, int]], axes: Sequence[int]) -> dict[int, torch.Tensor]:
-    """Extents ``(len(units), 2)`` along each axis in ``axes`` (0: rows, 1: columns) of the input
-    support of each unit (all channels), from as few backward passes as possible: units whose
-    supports cannot touch share a sample, and the runs of that sample's support are assigned to
-    its units in order (checked; a sample whose runs do not match is redone one unit at a time)."""
-    cin, hh, ww = size
-
-    def supports(groups: list[list[int]]) -> torch.Tensor:
-        with torch.inference_mode(False), torch.enable_grad():
-            x = torch.full((len(groups), cin, hh, ww), 1e-6, requires_grad=True)
-            out = _forward_to(lin, x, {layer: module})[layer]
-            seed = sum(out[g, :, units[i][0], units[i][1]].sum() for g, grp in enumerate(groups) for i in grp)
-            (grad,) = torch.autograd.grad(seed, x)
-        return grad.abs().amax(1) > 0                          # (G, H, W)
-
-    res = {a: torch.zeros(len(units), 2, dtype=torch.long) for a in axes}
-    full = {0: hh, 1: ww}
-    last, mid = len(units) - 1, len(units) // 2
-    three = supports([[mid], [0], [last]])
-    r = {a: [_runs(three[j].any(1 - a)) for j in range(3)] for a in axes}
-    if not all(all(r[a]) for a in axes):
-        raise ValueError(f"could not trace the receptive field of layer {layer!r}: no input pixel "
-                         "reaches it (a layer that does not depend on the input?)")
-    ext = {a: [(rr[0][0], rr[-1][1]) for rr in r[a]] for a in axes}
-    if all(e == (0, full[a]) for a in axes for e in ext[a]):
-        # extents grow with the position: when the first and the last unit both span the whole
-        # input, so does every unit in between
-        for a in axes:
-            res[a][:, 1] = full[a]
-        return res
-    # translation: unit i sees the middle unit's box shifted by (i - mid) strides, clipped to the
-    # input; exact for convolution and pooling stacks, checked on the first and last unit
-    n_map = {a: len(units) for a in axes}
-    predicted = {}
-    for a in axes:
-        lo, hi = ext[a][0]
-        if lo == 0 or hi == full[a] or full[a] % n_map[a]:
-            break
-        step = full[a] // n_map[a]
-        shift = (torch.arange(len(units)) - mid) * step
-        predicted[a] = torch.stack([(lo + shift).clamp(0, full[a]), (hi + shift).clamp(0, full[a])], 1)
-    if len(predicted) == len(axes) and all(
-            tuple(predicted[a][0].tolist()) == ext[a][1] and tuple(predicted[a][last].tolist()) == ext[a][2]
-            for a in axes):
-        return predicted
-    sup = three[0]
-    mid_runs = [_runs(sup.any(1 - a)) for a in axes]
-    if not all(mid_runs):
-        raise ValueError(f"could not trace the receptive field of layer {layer!r}: no input pixel "
-                         "reaches it (a layer that does not depend on the input?)")
-    span = max(r[-1][1] - r[0][0] for r in mid_runs)
-    step = max(1, min(hh // max(1, len(units)), ww // max(1, len(units))))
-    spacing = min(len(units), math.ceil((span + 1) / max(1, step)) + 1)
-    groups = [list(range(r, len(units), spacing)) for r in range(spacing)]
-    sups = supports(groups)
-    redo: list[int] = []
-    for g, grp in enumerate(groups):
-        ok = True
-        found = {a: _runs(sups[g].any(1 - a)) for a in axes}
-        for a in axes:
-            if len(found[a]) != len(grp):
-                ok = False
-        if not ok:
-            redo.extend(grp)
-            continue
-        for a in axes:
-            for i, (lo, hi) in zip(grp, found[a]):
-                res[a][i] = torch.tensor([lo, hi])
-    if redo:
-        sups = supports([[i] for i in redo])
-        for j, i in enumerate(redo):
-            for a in axes:
-                r = _runs(sups[j].any(1 - a))
-                if not r:
-                    raise ValueError(f"could not trace the receptive field of layer {layer!r}: no "
-                                     "input pixel reaches it")
-                res[a][i] = torch.tensor([r[0][0], r[-1][1]])
-    return res
-
-
-def _rf_extents(net: nn.Module, layer: str, size: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row extents ``(h, 2)`` and column extents ``(w, 2)`` (half-open, input pixels) of the units
-    of ``layer``; cached per network, layer and input size."""
-    per_net = _RF_CACHE.setdefault(net, {})
-    key = (layer, tuple(size))
-    if key in per_net:
-        return per_net[key]
-    if "_linearised" not in per_net:
-        per_net["_linearised"] = _linearised_copy(net)
-    lin = per_net["_linearised"]
-    module = resolve_layer(lin, layer)
-    cin, hh, ww = size
-    with torch.no_grad():
-        h, w = _forward_to(lin, torch.zeros(1, cin, hh, ww), {layer: module})[layer].shape[2:]
-    if h == w:                                     # the diagonal units give rows and columns at once
-        ext = _trace(lin, layer, module, size, [(i, i) for i in range(h)], (0, 1))
-        y_ext, x_ext = ext[0], ext[1]
-    else:
-        y_ext = _trace(lin, layer, module, size, [(i, w // 2) for i in range(h)], (0,))[0]
-        x_ext = _trace(lin, layer, module, size, [(h // 2, j) for j in range(w)], (1,))[1]
-    per_net[key] = (y_ext, x_ext)
-    return y_ext, x_ext
-
-
-def receptive_field(clf: Any, layer: str, y: int | torch.Tensor, x: int | torch.Tensor,
-                    input_size: Sequence[int] | None = None) -> tuple[int, int, int, int] | torch.Tensor:
-    """The input box a unit of ``layer`` at map position ``(y, x)`` sees: ``(x0, y0, x1, y1)``.
-
-    Computed from the network itself, not from a table of kernel sizes: in a copy of the network
-    whose weights are all positive and whose rectifiers all pass (see ``_linearised_copy``), the
-    input gradient of the unit is non-zero exactly on the pixels connected to it; its bounding
-    box is the receptive field, clipped to the input (half-open, network-input pixels). The
-    extents of all units of a layer come from one batched backward pass (the units on the
-    diagonal: rows and columns separate for convolutions and pooling) and are cached.
-
-    Args:
-        clf: a Classifier (input size ``clf.input_size``) or a network (give ``input_size``).
-        layer: a module name of the network.
-        y, x: map positions (ints, or equal-length int tensors for many units).
-        input_size: ``(C, H, W)`` of the input (default ``(3, clf.input_size, clf.input_size)``).
-
-    Returns:
-        ``(x0, y0, x1, y1)`` for one unit, or a ``(M, 4)`` int64 tensor for tensors ``y``, ``x``.
-
-    Raises:
-        ValueError: unknown layer; a position outside the layer's map.
-    """
-    net = _net_of(clf)
-    resolve_layer(net, layer)
-    if input_size is None:
-        s = getattr(clf, "input_size", None)
-        if s is None:
-            raise ValueError("give input_size=(C, H, W) for a bare network")
-        input_size = (3, int(s), int(s))
-    y_ext, x_ext = _rf_extents(net, layer, tuple(int(v) for v in input_size))  # type: ignore[arg-type]
-    scalar = not isinstance(y, torch.Tensor) and not isinstance(x, torch.Tensor)
-    yy = torch.as_tensor(y, dtype=torch.long).reshape(-1)
-    xx = torch.as_tensor(x, dtype=torch.long).reshape(-1)
-    h, w = len(y_ext), len(x_ext)
-    if len(yy) != len(xx):
-        raise ValueError(f"y and x hold {len(yy)} and {len(xx)} positions")
-    if len(yy) and (int(yy.min()) < 0 or int(yy.max()) >= h or int(xx.min()) < 0 or int(xx.max()) >= w):
-        raise ValueError(f"position outside the {h}x{w} map of layer {layer!r}")
-    box = torch.stack([x_ext[xx, 0], y_ext[yy, 0], x_ext[xx, 1], y_ext[yy, 1]], 1)
-    return tuple(box[0].tolist()) if scalar else box  # type: ignore[return-value]
-
-
 # -- projections ---------------------------------------------------------------------------------
 
 
@@ -592,9 +359,9 @@ def project(clf: Any, image: Any, layer: str, unit: int | Sequence[int],
 
     if rule not in RULES:
         raise ValueError(f"unknown backward rule {rule!r}; choose one of {RULES}")
-    net = _net_of(clf)
+    net = net_of(clf)
     module = resolve_layer(net, layer)
-    x = _as_batch(clf, image).to(_device_of(clf))
+    x = as_batch(clf, image, "project").to(device_of(clf))
     n = len(x)
     uu = torch.as_tensor(unit, dtype=torch.long).reshape(-1).clone()
     uu = uu.expand(n) if len(uu) == 1 else uu
@@ -611,7 +378,7 @@ def project(clf: Any, image: Any, layer: str, unit: int | Sequence[int],
         for s in range(0, n, batch_size):
             xb = x[s:s + batch_size].detach().clone().requires_grad_(True)
             with torch.enable_grad(), backward_rule(net, rule):
-                a = _forward_to(net, xb, {layer: module})[layer]
+                a = forward_to(net, xb, {layer: module})[layer]
                 b, c, h, w = a.shape
                 u = uu[s:s + b].to(a.device)
                 if int(u.min()) < 0 or int(u.max()) >= c:
@@ -664,7 +431,7 @@ def first_layer_filters(clf: Any, fold_norm: bool = False) -> torch.Tensor:
     ``fold_norm=True`` multiplies each filter by the scale of the batch normalisation that
     follows it (``gamma / sqrt(var + eps)``), i.e. the filter as the next layer sees it.
     """
-    net = _net_of(clf)
+    net = net_of(clf)
     convs = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(net).__name__} has no Conv2d layer")
@@ -702,19 +469,6 @@ def filter_stats(w: torch.Tensor, dead: float = 0.1) -> dict[str, Any]:
 
 
 # -- helpers of the chapter's figures and measurements -------------------------------------------
-
-
-def activations(clf: Any, images: Any, layer: str, batch_size: int = 32) -> torch.Tensor:
-    """The feature maps of ``layer`` for some images: ``(N, C, h, w)`` (the network stops there)."""
-    from .models import frozen
-
-    net = _net_of(clf)
-    module = resolve_layer(net, layer)
-    outs = []
-    with frozen(net), torch.inference_mode():
-        for x in _batches(clf, images, batch_size):
-            outs.append(_forward_to(net, x.to(_device_of(clf)), {layer: module})[layer].float().cpu())
-    return torch.cat(outs).clone()
 
 
 def _image_of(data: Any, i: int) -> Image.Image:
@@ -798,7 +552,7 @@ def default_cache_dir() -> Path:
 
 
 def _model_key(clf: Any) -> str:
-    net = _net_of(clf)
+    net = net_of(clf)
     p = next(net.parameters(), None)
     check = f"{float(p.detach().double().sum()):.10e}" if p is not None else "none"
     return f"{getattr(clf, 'name', type(net).__name__)}:{getattr(clf, 'input_size', '')}:{check}"
@@ -857,11 +611,11 @@ def layer_table(clf: Any, layers: Sequence[str]) -> list[dict[str, Any]]:
     receptive field being that of the central unit (pixels, clipped to the input)."""
     from .models import frozen
 
-    net = _net_of(clf)
+    net = net_of(clf)
     size = getattr(clf, "input_size", 224)
-    x = torch.zeros(1, 3, size, size, device=_device_of(clf))
+    x = torch.zeros(1, 3, size, size, device=device_of(clf))
     with frozen(net), torch.inference_mode():
-        outs = _forward_to(net, x, {n: resolve_layer(net, n) for n in layers})
+        outs = forward_to(net, x, {n: resolve_layer(net, n) for n in layers})
     rows = []
     for name in layers:
         _, c, h, w = outs[name].shape

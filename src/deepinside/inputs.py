@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-__all__ = ["net_dtype", "first_conv_channels", "check_batch", "as_images", "as_input",
+__all__ = ["net_dtype", "first_conv_channels", "check_batch", "as_images", "as_input", "as_batch",
            "check_int", "check_real", "check_bool"]
 
 
@@ -122,7 +122,19 @@ def check_batch(x: Any, where: str, net: nn.Module | None = None, *,
         dtype = net_dtype(net)
         if x.dtype != dtype:
             x = x.to(dtype)
+            if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+                raise ValueError(f"{where}() got values that overflow the network's {dtype} "
+                                 f"(infinite after the cast)")
     return x
+
+
+def as_batch(clf: Any, images: Any, where: str) -> torch.Tensor:
+    """:func:`as_input` for functions that take any network (a Classifier or a bare
+    ``nn.Module``): a ``(C, H, W)`` tensor gets its batch dimension, and ``C`` is what the
+    network's first convolution takes."""
+    if isinstance(images, torch.Tensor) and images.ndim == 3:
+        images = images[None]
+    return as_input(clf, images, where, channels=None)
 
 
 def as_images(images: Any, where: str) -> list[Image.Image] | None:

@@ -49,7 +49,8 @@ from PIL import Image
 from torch import nn
 
 from .backprop import backward_rule, score_gradient
-from .hooks import forward_hook, forward_hooks
+from .hooks import forward_hook
+from .layers import spatial_layers
 from .inputs import as_input, check_bool, check_int, check_real
 from .models import Classifier, frozen
 
@@ -229,9 +230,9 @@ def _rule_map(rule: str) -> MapFunction:
     def fn(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, signed: bool = False) -> torch.Tensor:
         if signed:
             return _reduce(signed_gradient(clf, x, targets, rule), True)
-        import deepinside  # the public function (its module is being refactored elsewhere)
+        from .saliency_maps import saliency   # eq. 4 with its checks and the zero-map warning
 
-        return deepinside.saliency(clf, x, target=targets, rule=rule, batch_size=len(x))
+        return saliency(clf, x, target=targets, rule=rule, batch_size=len(x))
 
     fn.__name__ = f"{rule}_map"
     fn.__doc__ = (f"Sect. 3.1 eq. 4 map :math:`\\max_c |w|` with the ``{rule!r}`` backward rule of "
@@ -349,24 +350,9 @@ def _upsample(m: torch.Tensor, x: torch.Tensor, signed: bool) -> torch.Tensor:
 
 
 def conv_layers(net: nn.Module, x: torch.Tensor | None = None) -> list[str]:
-    """Names of the modules whose output is a ``(B, K, h, w)`` map with ``h * w > 1``, in the order
-    they finish in a forward pass (``x`` default: one 224 x 224 zero image). The last one is
-    Grad-CAM's default layer."""
-    if x is None:
-        p = next(net.parameters(), None)
-        x = torch.zeros(1, 3, 224, 224, device=p.device if p is not None else "cpu")
-    order: list[str] = []
-
-    def make(name: str):
-        def hook(_m: nn.Module, _a: tuple, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[2] * out.shape[3] > 1:
-                order.append(name)
-        return hook
-
-    with forward_hooks((m, make(name)) for name, m in net.named_modules() if name), \
-            frozen(net), torch.no_grad():
-        net(x[:1])
-    return list(dict.fromkeys(order))
+    """Names of the modules with a spatial output, in forward order (:func:`deepinside.layers.
+    spatial_layers`). The last one is Grad-CAM's default layer."""
+    return spatial_layers(net, x)
 
 
 def gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, layer: str | None = None,
@@ -443,22 +429,11 @@ def gradient_gradcam(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *,
 
 
 def _occlusion_function() -> Callable[..., Any] | None:
-    """:func:`deepinside.occlusion` when this installation has it (the Zeiler & Fergus chapter),
-    else None; imported lazily, so the registry never depends on it at import time."""
-    import importlib
-    import types
+    """:func:`deepinside.occlusion.occlusion` (imported on first use: occlusion is a method of
+    its own module; tests replace this function to register a stand-in)."""
+    from .occlusion import occlusion
 
-    import deepinside
-
-    fn = getattr(deepinside, "occlusion", None)
-    if fn is None:
-        try:
-            fn = importlib.import_module("deepinside.occlusion")
-        except ImportError:
-            return None
-    if isinstance(fn, types.ModuleType):
-        fn = getattr(fn, "occlusion", None)
-    return fn if callable(fn) else None
+    return occlusion
 
 
 def _coverage(n_pos: int, size: int, window: int, stride: int, device: torch.device) -> torch.Tensor:

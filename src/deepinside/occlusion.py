@@ -26,7 +26,6 @@ from the score map alone: :meth:`OcclusionResult.attribution`.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import numbers
 import weakref
@@ -40,7 +39,8 @@ from torch import nn
 
 from ._progress import progress
 from .hooks import forward_hook
-from .inputs import as_input
+from .inputs import as_batch, check_int
+from .layers import device_of, net_of, resolve_layer
 
 __all__ = ["occlusion", "OcclusionResult", "occlusion_grid", "window_boxes", "resolve_layer",
            "box_to_input", "inside_box_share", "object_vs_background", "own_field_effect",
@@ -74,35 +74,6 @@ def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
     return t  # type: ignore[return-value]
 
 
-def _net_of(clf: Any) -> nn.Module:
-    net = getattr(clf, "net", clf)
-    if not isinstance(net, nn.Module):
-        raise TypeError(f"expected a deepinside Classifier or an nn.Module, got {type(clf).__name__}")
-    return net
-
-
-def _device_of(clf: Any) -> torch.device:
-    dev = getattr(clf, "device", None)
-    if dev is not None:
-        return torch.device(dev)
-    p = next(_net_of(clf).parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _dtype_of(net: nn.Module) -> torch.dtype:
-    """The floating dtype of ``net``'s parameters (float32 for a network without any)."""
-    p = next((p for p in net.parameters() if p.is_floating_point()), None)
-    return p.dtype if p is not None else torch.float32
-
-
-def _in_channels(net: nn.Module) -> tuple[str, int] | None:
-    """``(name, in_channels)`` of ``net``'s first convolution (registration order), or None
-    (none, or a lazy one not yet initialised)."""
-    first = next(((name, m.in_channels) for name, m in net.named_modules()
-                  if isinstance(m, nn.modules.conv._ConvNd)), None)
-    return first if first is not None and first[1] > 0 else None
-
-
 def _hook_module(module: nn.Module) -> nn.Module:
     """The module whose forward hook sees ``module``'s output on every path: ``module`` itself,
     or for a plain ``nn.Sequential`` container its last (innermost) child, whose output is the
@@ -111,31 +82,6 @@ def _hook_module(module: nn.Module) -> nn.Module:
     while type(module) is nn.Sequential and len(module):
         module = module[-1]
     return module
-
-
-def resolve_layer(net: nn.Module, layer: str) -> nn.Module:
-    """The sub-module of ``net`` named ``layer`` (a name from ``net.named_modules()``).
-
-    Raises:
-        ValueError: unknown name; the message lists the closest names.
-    """
-    if not isinstance(layer, str) or not layer:
-        raise ValueError(f"layer must be a module name of the network, got {layer!r}")
-    modules = dict(net.named_modules())
-    if layer not in modules:
-        close = difflib.get_close_matches(layer, [n for n in modules if n], n=5)
-        hint = f"; did you mean one of {close}?" if close else ""
-        raise ValueError(f"unknown layer {layer!r} in {type(net).__name__}{hint}")
-    return modules[layer]
-
-
-def _as_batch(clf: Any, images: Any, where: str = "occlusion") -> torch.Tensor:
-    """PIL image(s) -> ``clf.preprocess``; a ``(N, C, H, W)`` or ``(C, H, W)`` tensor is taken as
-    network input as it is (:func:`deepinside.inputs.as_input`: C as the first convolution takes,
-    floating point, finite, cast to the network's dtype)."""
-    if isinstance(images, torch.Tensor) and images.ndim == 3:
-        images = images[None]
-    return as_input(clf, images, where, channels=None)
 
 
 def occlusion_grid(size: Sequence[int], window: int | Sequence[int], stride: int | Sequence[int]
@@ -381,7 +327,7 @@ def _plan(net: nn.Module, x: torch.Tensor, layer_module: nn.Module | None, boxes
     sy, sx = h // sh[2], w // sh[3]
     if sy != sx or sy * sh[2] != h or sx * sh[3] != w:
         return None
-    from .features import _rf_extents
+    from .receptive import _rf_extents
 
     with torch.inference_mode(False), torch.enable_grad():
         y_ext, x_ext = _rf_extents(net, stages[split][0], (c, h, w))
@@ -484,24 +430,13 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
     """
     from .models import frozen
 
-    net = _net_of(clf)
+    net = net_of(clf)
     module = resolve_layer(net, layer) if layer is not None else None
     window, stride = _pair(window, "window"), _pair(stride, "stride")
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool):
-        raise TypeError(f"batch_size must be a positive int, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size!r}")
-    batch_size = int(batch_size)
-    x = _as_batch(clf, images).to(_device_of(clf))
-    x = x.to(_dtype_of(net))                  # e.g. a float64 or float16 input for a float32 network
-    if not torch.isfinite(x).all():           # a float64 value beyond the network's dtype
-        raise ValueError("the input contains values that overflow the network's "
-                         f"{_dtype_of(net)} (infinite after the cast)")
+    batch_size = check_int("batch_size", batch_size)
+    # channels, dtype (float64/float16 cast, overflow after the cast), NaN: inputs.check_batch
+    x = as_batch(clf, images, "occlusion").to(device_of(clf))
     n, c, h, w = x.shape
-    first = _in_channels(net)
-    if first is not None and first[1] != c:
-        raise ValueError(f"the input has {c} channels, but the network's first convolution "
-                         f"{first[0]!r} takes {first[1]}")
     py, px = occlusion_grid((h, w), window, stride)
     fill_t, fill_v = _fill_tensor(clf, fill, c, x.device)
     fill_t = fill_t.to(x.dtype)
@@ -688,7 +623,7 @@ def own_field_effect(res: OcclusionResult, maps: torch.Tensor) -> torch.Tensor:
 
     Zeiler & Fergus on their Fig. 7(b): the strongest feature is "the dog's face. When this is
     covered-up the activity in the feature map decreases". ``maps``: ``(N, h, w)`` the followed
-    map of each unoccluded image (e.g. from :func:`deepinside.features.activations`). For each
+    map of each unoccluded image (e.g. from :func:`deepinside.layers.activations`). For each
     occluder position, the share of the map's activity lying under the square (each cell spread
     over its input pixels) is correlated, over positions, with the relative drop of the map's
     total activity. Returns the per-image Pearson correlations ``(M,)`` (float64; images whose
@@ -753,7 +688,7 @@ def occlusion_study(clf: Any, images: Sequence[Image.Image], labels: Sequence[in
     ``window``/``stride`` default to a coarse 3 x 3 grid on a 224 input (cheap enough for many
     images).
     """
-    from .features import activations
+    from .layers import activations
 
     x = clf.preprocess(list(images))
     res = occlusion(clf, x, target=None if labels is None else list(labels), window=window,

@@ -18,7 +18,7 @@ from .saliency_maps import saliency
 __all__ = [
     "as_image_array", "image_grid", "draw_box", "predictions_figure",
     "stretch", "class_models_figure", "objective_curves_figure",                      # Fig. 1
-    "saliency_frame", "saliency_figure", "saliency_panel", "saliency_explorer",        # Fig. 2
+    "saliency_frame", "saliency_figure", "saliency_panel",        # Fig. 2
     "seed_overlay", "localisation_row", "localisation_figure",                         # Fig. 3
     "backward_rules_figure", "class_sensitivity_figure",                               # Sect. 4
 ]
@@ -269,14 +269,6 @@ def saliency_panel(clf, image: Image.Image, target=None, crops: str = "center", 
     fig = saliency_figure([saliency_frame(clf, image, crops)], maps, size=2.6,
                           titles=[f"{name + ': ' if name else ''}{label}"])
     return fig
-
-
-def saliency_explorer(clf, images: dict[str, Image.Image], crops: str = "center", initial: bool = True):
-    """The interactive explorer's widget: moved to :mod:`deepinside.widgets` (this name is an
-    alias of :func:`deepinside.widgets.saliency_explorer`)."""
-    from .widgets import saliency_explorer as explorer
-
-    return explorer(clf, images, crops=crops, initial=initial)
 
 
 # --- Fig. 3: localisation (localisation chapter) -----------------------------------------------
