@@ -10,6 +10,7 @@ those executed copies instead of executing the chapters a second time.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -41,7 +42,7 @@ def pytest_collection_modifyitems(session, config, items):
     def rank(item):
         if "test_browser" in item.nodeid:
             return 3  # opens the pages the book build wrote
-        if "test_book_build" in item.nodeid:
+        if "test_book_build" in item.nodeid or "test_timeouts" in item.nodeid:
             return 2
         return 1 if _is_nbval(item) else 0
 
@@ -49,6 +50,18 @@ def pytest_collection_modifyitems(session, config, items):
     for it in items:
         if _is_nbval(it):
             _cells_per_nb[str(it.parent.path)] += 1
+
+
+DURATIONS = EXECUTED / "durations.json"
+_durations: dict[str, dict[str, float]] = defaultdict(dict)
+
+
+def _record_duration(notebook: str, cell: int, seconds: float) -> None:
+    """Seconds of every executed cell of this session, in ``_build/nbval/durations.json``
+    (``tests/test_timeouts.py``, ordered after the notebooks, compares them with the timeout)."""
+    _durations[Path(notebook).name][str(cell)] = round(float(seconds), 3)
+    DURATIONS.parent.mkdir(parents=True, exist_ok=True)
+    DURATIONS.write_text(json.dumps(_durations, indent=1, sort_keys=True))
 
 
 def _clean(outputs) -> list:
@@ -72,6 +85,7 @@ def pytest_runtest_makereport(item, call):
         return
     report = outcome.get_result()
     key = str(item.parent.path)
+    _record_duration(key, item.cell_num, report.duration)
     if report.failed:
         _failed.add(key)
         return
