@@ -257,3 +257,29 @@ def test_compute_maps_options_property():
         assert m.shape == (2, 64, 64) and torch.isfinite(m).all(), (method, opts)
 
     check()
+
+
+def test_a_registered_method_is_everywhere(tiny, monkeypatch):
+    """Issue 22: a new map is one function and one register_map line; it is then in
+    compute_maps, the explorer's menu, the CLI's --maps choices and the evaluation."""
+    from deepinside import localisation, widgets
+    from deepinside.cli import _parser
+
+    def toy(clf, x, targets, *, signed=False):
+        """A toy: the input's red channel, shifted to be >= 0."""
+        r = x[:, 0]
+        return r - r.amin((1, 2), keepdim=True)
+
+    monkeypatch.setattr(dm, "_REGISTRY", dict(dm._REGISTRY))      # registry restored afterwards
+    monkeypatch.setattr(dm, "_REQUIRES", dict(dm._REQUIRES))
+    di.register_map("toy", toy)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(di.compute_maps(tiny, x, method="toy"), toy(tiny, x, None))
+    assert "toy" in widgets.METHODS and widgets.METHODS["toy"] == "map: toy"
+    r = widgets.explore(tiny, Image.new("RGB", (20, 16), (200, 10, 10)), method="toy", target=1)
+    assert r.method == "toy" and r.crops == "center" and r.saliency.shape == (16, 20)
+    args = _parser().parse_args(["evaluate", "ROOT", "--maps", "toy"])
+    assert args.maps == "toy"
+    img = Image.new("RGB", (20, 16), (90, 120, 30))
+    m = localisation.saliency_in_image(tiny, img, [0], crops="full", maps="toy")  # what evaluation boxes
+    assert m.shape == (1, 16, 20)

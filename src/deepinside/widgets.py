@@ -18,6 +18,7 @@ can show the app's default state as an ordinary figure; the controls need a runn
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -26,14 +27,46 @@ from PIL import Image
 __all__ = ["METHODS", "CROPS", "ExploreResult", "Explorer", "class_options", "explore",
            "explore_figure", "explorer", "occlusion_geometry", "saliency_explorer"]
 
-# method -> what it computes (shown in the method menu)
-METHODS = {
+#: What the menu says for the methods of the papers; any other registered map is listed as
+#: "map: <name>" (its docstring's first line is its description).
+_LABELS = {
     "gradient": "saliency: gradient (Sect. 3.1, eq. 4)",
     "deconvnet": "saliency: DeconvNet rule (Sect. 4)",
     "guided": "saliency: guided backprop (Sect. 4)",
     "localisation": "localisation: GraphCut box (Sect. 3.2)",
     "occlusion": "occlusion: score drop (Zeiler & Fergus)",
+    "smoothgrad": "saliency: SmoothGrad (Smilkov et al.)",
+    "cam": "CAM (Zhou et al.)",
+    "gradcam": "Grad-CAM (Selvaraju et al.)",
+    "gradient_gradcam": "gradient gated by Grad-CAM (ch. 3)",
 }
+_RULE_MAPS = ("gradient", "deconvnet", "guided")   # the 10-crop average applies (di.saliency)
+
+
+class _Methods(Mapping):
+    """``{method: menu label}``: every map of the registry that is available
+    (:func:`deepinside.map_names`, read at each use, so a method registered later is listed),
+    then ``"localisation"`` (GraphCut on the gradient map)."""
+
+    def _names(self) -> list[str]:
+        from .maps import available_maps
+
+        return list(available_maps()) + ["localisation"]
+
+    def __getitem__(self, key: str) -> str:
+        if key not in self._names():
+            raise KeyError(key)
+        return _LABELS.get(key, f"map: {key}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+#: method -> what it computes (shown in the method menu); from the registry.
+METHODS: Mapping[str, str] = _Methods()
 
 
 def occlusion_geometry(clf) -> tuple[int, int]:
@@ -82,7 +115,8 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
 
     Args:
         target: a class index or name (anything ``clf.class_index`` accepts); None = top-1.
-        method: one of :data:`METHODS`.
+        method: one of :data:`METHODS` (every available registered map, and "localisation";
+            maps other than the three rules are computed on the centre crop).
         crops: ``"center"`` (the network's centre crop) or ``"ten"`` (the paper's 10-crop
             average; ``"occlusion"`` always uses the centre crop, and says so in the result).
     """
@@ -107,9 +141,13 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
         drop = occ.attribution("score")[0, 0].cpu()
         m = np.asarray(saliency_to_image(drop, image.size, clf, "center"), dtype=np.float32)
         return ExploreResult(image, method, "center", c, clf.class_names[c], m, None, None)
-    rule = method if method in ("deconvnet", "guided") else "gradient"
-    with backward_rule(clf.net, rule):
-        m = saliency_in_image(clf, image, [c], crops=crops)[0]
+    if method in _RULE_MAPS or method == "localisation":
+        rule = method if method in ("deconvnet", "guided") else "gradient"
+        with backward_rule(clf.net, rule):
+            m = saliency_in_image(clf, image, [c], crops=crops)[0]
+    else:   # any other registered map, through the one pipeline, on the centre crop
+        crops = "center"
+        m = saliency_in_image(clf, image, [c], crops="center", maps=method)[0]
     mask = box = None
     if method == "localisation":
         mask = segment(image, m)
