@@ -167,7 +167,9 @@ def test_evaluate_prints_the_table(capsys, ilsvrc_root):
     lines = out.splitlines()
     assert lines[0].startswith("3 images") and "crops=full" in lines[0]
     rows = [ln for ln in lines if ln.endswith("%")]
-    assert len(rows) == len(cli.EVALUATE_ROWS) + 1
+    from deepinside.evaluation import EVALUATE_ROWS
+
+    assert len(rows) == len(EVALUATE_ROWS) + 1
     assert rows[0].startswith("GraphCut") and rows[-1].startswith("classification error")
     for r in rows:
         vals = [float(v.rstrip("%")) for v in r.split()[-2:]]
@@ -186,21 +188,47 @@ def test_evaluate_maps_and_boxes_flags(capsys, ilsvrc_root):
 
 
 def test_evaluate_rows_from_the_flags():
+    """The table's rows are defined once (evaluation.EVALUATE_ROWS); --maps/--boxes make one row."""
     from argparse import Namespace
 
     from deepinside import evaluation as ev
 
-    assert cli._evaluate_rows(Namespace(maps=None, boxes=None)) is cli.EVALUATE_ROWS
-    rows = cli._evaluate_rows(Namespace(maps="gradcam", boxes="threshold"))
-    (name, (m, make)), *baselines = rows.items()
-    assert name == "threshold on gradcam maps" and m == "gradcam" and make() == ev.threshold()
-    assert [v[0] for _, v in baselines] == [None, None]
-    name, (m, make) = next(iter(cli._evaluate_rows(Namespace(maps="cam", boxes=None)).items()))
-    assert m == "cam" and make() == ev.graphcut()
-    name, (m, make) = next(iter(cli._evaluate_rows(Namespace(maps=None, boxes="graphcut")).items()))
-    assert m == ev.DEFAULT_MAPS
+    assert cli._evaluate_rows(Namespace(maps=None, boxes=None)) is ev.EVALUATE_ROWS
+    (name, spec), *baselines = cli._evaluate_rows(Namespace(maps="gradcam", boxes="threshold")).items()
+    assert name == "threshold on gradcam maps" and spec == {"maps": "gradcam", "boxes": "threshold"}
+    assert [ev.needs_saliency(s) for _, s in baselines] == [False, False]
+    name, spec = next(iter(cli._evaluate_rows(Namespace(maps="cam", boxes=None)).items()))
+    assert spec == {"maps": "cam", "boxes": "graphcut"}
+    name, spec = next(iter(cli._evaluate_rows(Namespace(maps=None, boxes="graphcut")).items()))
+    assert spec["maps"] == ev.DEFAULT_MAPS
     only = cli._evaluate_rows(Namespace(maps=None, boxes="full_image"))
-    assert all(m is None for m, _ in only.values()) and "whole image" in only
+    assert not any(ev.needs_saliency(s) for s in only.values()) and "whole image" in only
+
+
+def test_help_does_not_import_torch():
+    """Issue 22: `deepinside --help` answers without importing torch, in well under a second."""
+    import time
+
+    code = ("import sys, time; t = time.perf_counter(); from deepinside.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NOTORCH', time.perf_counter() - t)")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr
+    flag, inside = r.stdout.split()[-2:]
+    assert flag == "NOTORCH" and "localise" in r.stdout and "evaluate" in r.stdout
+    assert float(inside) < 0.5, (inside, wall)
+
+
+def test_subcommand_help_lists_the_registry(capsys):
+    """A command's help reads the lists of the package when printed (maps from the registry)."""
+    import deepinside as di
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in di.map_names()) and "graphcut" in out and "ten" in out
 
 
 @pytest.mark.parametrize("flag", [["--maps", "nope"], ["--boxes", "oracle"]])

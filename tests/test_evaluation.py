@@ -287,8 +287,8 @@ def test_any_registered_map_by_name():
     assert not np.array_equal(rule.maps[(0, 0)], default.maps[(0, 0)])
     r = di.evaluate_localisation(clf, ds, topk=2, maps="gradcam", boxes="threshold")
     assert set(r) == {"top1_loc_err", "top2_loc_err", "top1_cls_err", "top2_cls_err", "n"}
-    with pytest.raises(ValueError, match="crops='center'"):
-        precompute_saliency(clf, ds, topk=2, maps="gradcam", crops="ten")
+    ten = precompute_saliency(clf, ds, topk=2, maps="gradcam", crops="ten")   # any map, 10 crops
+    assert ten.maps.keys() == grad.maps.keys() and ten.crops == "ten"
 
 
 def test_method_keyword_is_a_deprecated_alias_of_boxes():

@@ -150,6 +150,57 @@ def test_register_map_is_one_function(tiny, x):
         dm._REGISTRY.pop("test_brightness")
 
 
+def test_ten_crops_for_any_method(tiny):
+    """crops="ten" (Sect. 3.1): each crop's map un-flipped, put back where the crop came from and
+    averaged over the crops covering each pixel, for any registered method."""
+    import dataclasses
+
+    import numpy as np
+
+    clf = dataclasses.replace(tiny, crop_fraction=0.75)      # 16-px crops of a 21-px square
+    s, c = clf.resize_size, clf.input_size
+    assert s > c
+
+    def ones(clf_, xb, t):
+        return torch.ones(len(xb), *xb.shape[2:])
+
+    def column(clf_, xb, t):   # the column index in the crop's own frame
+        return torch.arange(xb.shape[3], dtype=torch.float).expand(len(xb), xb.shape[2], -1).clone()
+
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 30, 3), dtype=np.uint8))
+    di.register_map("test_ones", ones)
+    di.register_map("test_column", column)
+    try:
+        m = di.compute_maps(clf, [im, im], 0, method="test_ones", crops="ten")
+        assert m.shape == (2, s, s) and torch.allclose(m, torch.ones_like(m))
+        got = di.compute_maps(clf, im, 0, method="test_column", crops="ten", batch_size=4)[0]
+        total, count = torch.zeros(s, s), torch.zeros(s, s)
+        for x0, y0, x1, y1, flipped in di.ten_crop_boxes(clf):
+            cols = torch.arange(c, dtype=torch.float)
+            total[y0:y1, x0:x1] += (cols.flip(0) if flipped else cols).expand(c, -1)
+            count[y0:y1, x0:x1] += 1
+        assert torch.allclose(got, total / count)
+        with pytest.raises(ValueError, match="crops='center' with tensor input"):
+            di.compute_maps(clf, torch.zeros(1, 3, 16, 16), 0, method="test_ones", crops="ten")
+    finally:
+        dm._REGISTRY.pop("test_ones")
+        dm._REGISTRY.pop("test_column")
+    # the registered eq. 4 map is the paper's 10-crop saliency; the top-1 of the averaged crops
+    a, ta = di.compute_maps(clf, [im, im], None, method="gradient", crops="ten", return_targets=True)
+    b, tb = di.saliency(clf, [im, im], None, crops="ten", return_target=True)
+    assert torch.equal(ta, tb) and torch.allclose(a, b)
+    scores = clf.scores(frames_ten(clf, im)).mean(0)
+    assert int(ta[0]) == int(scores.argmax())
+    g = di.compute_maps(clf, [im, im], None, method="gradcam", crops="ten", return_targets=True)[1]
+    assert torch.equal(g, ta)          # a method without its own pass: the same top-1 classes
+
+
+def frames_ten(clf, im):
+    from deepinside.frames import ten_crop_batch
+
+    return ten_crop_batch(clf, [im])
+
+
 class _FakeOcclusion:
     """A stand-in for deepinside.occlusion: the class score with a zero square at each position."""
 

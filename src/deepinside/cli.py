@@ -15,27 +15,52 @@ import argparse
 import json
 import os
 import sys
-
-import torch
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
-from .distributed import ShardStoreError
-from .data import IlsvrcDataset, UnreadableImageError, load_image
-from .features import ImageList
-from .evaluation import (DEFAULT_MAPS, METHODS, box_method, centred_box, evaluate_localisation, full_image,
-                         fused, graphcut, precompute_saliency, threshold)
-from .frames import CROPS
-from .localisation import MIN_SIDE, localise_details
-from .maps import map_names
-from .models import WeightsUnavailableError, load_classifier, resolve_device
-from .plotting import localisation_figure, localisation_row
+# Only the standard library at import: `deepinside --help` answers without torch (issue 22). Each
+# command imports what it needs; the lists of choices (maps, box rules, frames) are read from the
+# package when argparse first checks or prints them.
 
 __all__ = ["main"]
 
 
 class UserError(Exception):
     """An error caused by the command's input: reported without a traceback."""
+
+
+class _Choices:
+    """The names of a package list, read when argparse checks a value or prints a command's help."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+def _map_names() -> tuple[str, ...]:
+    from .maps import map_names
+
+    return map_names()
+
+
+def _box_names() -> tuple[str, ...]:
+    from .evaluation import METHODS
+
+    return METHODS
+
+
+def _crop_names() -> tuple[str, ...]:
+    from .frames import CROPS
+
+    return CROPS
 
 
 def _positive_int(text: str) -> int:
@@ -73,9 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     base.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ... (default: %(default)s)")
     common = argparse.ArgumentParser(add_help=False, parents=[base])
     common.add_argument("--topk", type=_positive_int, default=5, help="classes per image (default: %(default)s)")
-    common.add_argument("--crops", choices=CROPS, default=None,
-                        help="saliency from the 10-crop average (paper), the centre crop, or the whole image "
-                             "(default: ten for localise, full for evaluate: every pixel seen)")
+    common.add_argument("--crops", choices=_Choices(_crop_names), default=None, metavar="FRAME",
+                        help="saliency from the 10-crop average (paper), the centre crop, or the whole image: "
+                             "one of %(choices)s (default: ten for localise, full for evaluate: every "
+                             "pixel seen)")
 
     loc = sub.add_parser("localise", parents=[common], help="boxes of the top-k classes as JSON",
                          description="Print the top-k (class, box) guesses of each image as JSON; "
@@ -98,11 +124,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="images per shard (default: %(default)s; the unit of work of a process)")
     ev.add_argument("--threads", type=_positive_int,
                     help="torch threads per process (default: torch's; torchrun sets 1)")
-    ev.add_argument("--maps", choices=map_names(), metavar="NAME",
+    ev.add_argument("--maps", choices=_Choices(_map_names), metavar="NAME",
                     help="evaluate the boxes of this saliency method only (beside the baselines); "
-                         f"one of {', '.join(map_names())} (default: the table of the usual rows)")
-    ev.add_argument("--boxes", choices=METHODS, metavar="NAME",
-                    help=f"box rule with --maps: one of {', '.join(METHODS)} (default: graphcut)")
+                         "one of %(choices)s (default: the table of the usual rows)")
+    ev.add_argument("--boxes", choices=_Choices(_box_names), metavar="NAME",
+                    help="box rule with --maps: one of %(choices)s (default: graphcut)")
     ev.add_argument("--map-option", action="append", type=_map_option, default=[], metavar="KEY=VALUE",
                     help="an option of the --maps method, repeatable (e.g. n=50 for smoothgrad, "
                          "stride=16 for occlusion)")
@@ -175,8 +201,12 @@ def _fetch_data(args) -> int:
 
 
 def _top_activations(args) -> int:
-    from .layers import resolve_layer
+    import torch
+
+    from .data import IlsvrcDataset
+    from .features import ImageList
     from .jobs import save_top_activations, top_activations_job
+    from .layers import resolve_layer
 
     try:
         parts = [IlsvrcDataset(r, limit=args.limit) for r in args.roots]
@@ -223,6 +253,8 @@ def _top_activations(args) -> int:
 
 def _channels(clf, module) -> int:
     """Channels of a module's output, from one forward pass of a blank input."""
+    import torch
+
     out: dict[str, int] = {}
 
     def hook(m, a, y) -> None:  # returns None: the output is left as it is
@@ -280,6 +312,8 @@ def _check_counts(names: Sequence[str], k: int) -> Callable[[dict, int, int], st
 
 def _check_top(layers: Sequence[str], units: dict, k: int) -> Callable[[dict, int, int], str | None]:
     """What is impossible in a top-activations shard of images ``a..b-1``."""
+    import torch
+
     def check(res: dict, a: int, b: int) -> str | None:
         if sorted(res) != sorted(layers):
             return f"layers {sorted(res)}, expected {sorted(layers)}"
@@ -389,6 +423,9 @@ def _class_models(args) -> int:
 
 def _load_images(paths: Sequence[str]) -> list:
     """Every image decoded and checked (size) before anything else happens."""
+    from .data import load_image
+    from .localisation import MIN_SIDE
+
     images = []
     for p in paths:
         try:
@@ -423,6 +460,8 @@ def figure_names(paths: Sequence[str]) -> list[str]:
 
 
 def _classifier(args):
+    from .models import WeightsUnavailableError, load_classifier
+
     try:
         return load_classifier(args.model, device=args.device)
     except (ValueError, WeightsUnavailableError, RuntimeError) as e:
@@ -430,6 +469,8 @@ def _classifier(args):
 
 
 def _localise(args) -> int:
+    from .localisation import localise_details
+
     images = _load_images(args.images)  # fail on a bad file before loading the network
     names = figure_names(args.images)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
@@ -473,6 +514,8 @@ def _save_figure(path: Path, image, det, clf) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plotting import localisation_figure, localisation_row
+
     fig = localisation_figure([localisation_row(image, det, class_names=clf.class_names)])
     try:
         fig.savefig(path, dpi=100)
@@ -483,6 +526,8 @@ def _save_figure(path: Path, image, det, clf) -> None:
 
 
 def _evaluate(args) -> int:
+    from .data import IlsvrcDataset, UnreadableImageError
+
     try:
         ds = IlsvrcDataset(args.root, limit=args.limit)   # validates every annotation
         ds.check_images()                                 # every image header, before the model
@@ -494,50 +539,43 @@ def _evaluate(args) -> int:
         raise UserError(str(e)) from None
 
 
-#: The rows of ``deepinside evaluate``: name -> (saliency method, box rule); None: no saliency.
-EVALUATE_ROWS = {
-    "GraphCut on gradient x Grad-CAM (default)": ("gradient_gradcam", lambda: graphcut()),
-    "mean of GraphCut and threshold boxes, same map": ("gradient_gradcam", lambda: fused()),
-    "CAM > 20 % of max (CAM's rule)": ("cam", lambda: threshold(0.20)),
-    "centred box, 80 % of each side": (None, lambda: centred_box(0.8)),
-    "whole image": (None, lambda: full_image()),
-}
-
-
 def _evaluate_rows(args) -> dict:
-    """The rows of the table: :data:`EVALUATE_ROWS`, or with ``--maps`` / ``--boxes`` that one
-    combination beside the two baselines."""
+    """The rows of the table: :data:`deepinside.evaluation.EVALUATE_ROWS`, or with ``--maps`` /
+    ``--boxes`` that one combination beside the two baselines (row name -> a row of
+    :func:`deepinside.evaluation.localisation_table`)."""
+    from .evaluation import DEFAULT_MAPS, EVALUATE_ROWS, needs_saliency
+
+    baselines = {k: v for k, v in EVALUATE_ROWS.items() if not needs_saliency(v)}
     if args.maps is None and args.boxes is None:
         return EVALUATE_ROWS
     m, b = args.maps or DEFAULT_MAPS, args.boxes or "graphcut"
-    if b in ("full_image", "centered_box"):
-        return {k: v for k, v in EVALUATE_ROWS.items() if v[0] is None}
-    return {f"{b} on {m} maps": (m, lambda: box_method(b)),
-            **{k: v for k, v in EVALUATE_ROWS.items() if v[0] is None}}
+    if not needs_saliency({"boxes": b}):
+        return baselines
+    return {f"{b} on {m} maps": {"maps": m, "boxes": b}, **baselines}
 
 
 def _shard_counts(clf, ds, k: int, crops: str, rows: dict, map_options: dict | None = None) -> dict:
-    """Correct-guess counts of every row on the images of ``ds`` (a shard): they add up.
+    """Correct-guess counts (top-1, top-k) of every row on the images of ``ds`` (a shard), from
+    the per-image outcomes: counts add up over shards, fractions would not.
     ``map_options``: map method -> its options (``--map-option``)."""
-    caches: dict = {}
-    counts = {}
-    res: dict = {}
-    for name, (maps, boxes) in rows.items():
-        if maps is not None and maps not in caches:
-            caches[maps] = precompute_saliency(clf, ds, topk=k, crops=crops, maps=maps,
-                                               map_options=(map_options or {}).get(maps))
-        cache = caches.get(maps) if maps is not None else next(iter(caches.values()), None)
-        res = evaluate_localisation(clf, ds, topk=k, cache=cache, boxes=boxes())
-        counts[name] = [round((1 - res["top1_loc_err"]) * res["n"]),
-                        round((1 - res[f"top{k}_loc_err"]) * res["n"])]
-    counts["classification"] = [round((1 - res["top1_cls_err"]) * res["n"]),
-                                round((1 - res[f"top{k}_cls_err"]) * res["n"])]
+    from .evaluation import localisation_table
+
+    specs = {name: {"crops": crops, **spec,
+                    **({"map_options": map_options[spec["maps"]]}
+                       if map_options and spec.get("maps") in map_options else {})}
+             for name, spec in rows.items()}
+    table = localisation_table(clf, {"shard": ds}, specs, topk=k)
+    counts = {name: [int(per["shard"].loc1.sum()), int(per["shard"].lock.sum())]
+              for name, per in table.items()}
+    o = next(iter(table.values()))["shard"]
+    counts["classification"] = [int(o.cls1.sum()), int(o.clsk.sum())]
     return {"n": len(ds), "rows": counts}
 
 
 def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     """The table, computed shard by shard: alone, or one shard set per torchrun process."""
-    from .distributed import ShardStore, Subset, distributed, run_sharded
+    from .distributed import Subset, distributed, run_sharded
+    from .models import resolve_device
 
     k = args.topk
     rows = _evaluate_rows(args)
@@ -549,7 +587,7 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     options = {args.maps: opts} if opts else None
     key = {"job": "evaluate", "model": args.model, "topk": k, "crops": args.crops,
            "root": str(Path(args.root).resolve()), "images": [r.image_path.name for r in ds.records],
-           "rows": {name: m for name, (m, _) in rows.items()}, "shard_size": args.shard_size,
+           "rows": {name: spec.get("maps") for name, spec in rows.items()}, "shard_size": args.shard_size,
            **({"map_options": {k_: repr(v) for k_, v in sorted(opts.items())}} if opts else {})}
     store = None
     if args.out is not None:
@@ -585,6 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if getattr(args, "crops", "") is None:
         args.crops = args.crops_default
+    from .distributed import ShardStoreError
+
     try:
         if args.command == "localise":
             return _localise(args)

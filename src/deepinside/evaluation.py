@@ -35,11 +35,10 @@ from .data import load_image
 from .frames import Crops, check_crops, frame_box, map_to_image
 from .localisation import SegmentParams, bounding_box, full_image_input, segment, smooth_saliency
 from .maps import compute_maps
-from .saliency_maps import saliency
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
            "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods",
-           "results_markdown", "METHODS", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
+           "results_markdown", "METHODS", "EVALUATE_ROWS", "needs_saliency", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
            "threshold", "full_image", "centred_box", "fused", "Outcomes", "localisation_outcomes",
            "grid_rows", "grid_markdown",
            "bootstrap_se", "paired_comparison", "Comparison", "concat_outcomes", "DEFAULT_MAPS",
@@ -304,6 +303,23 @@ def _needs_saliency(method: BoxMethod) -> bool:
     return bool(getattr(method, "needs_saliency", True))
 
 
+def needs_saliency(row: Mapping[str, object]) -> bool:
+    """Does a row of :func:`localisation_table` (its ``boxes``) read saliency maps?"""
+    spec = {k: v for k, v in row.items() if k not in ("maps", "crops", "map_options")}
+    return _needs_saliency(box_method(spec.pop("boxes", "graphcut"), **spec))
+
+
+#: The table of ``deepinside evaluate`` (rows of :func:`localisation_table`), defined once: the
+#: default, the fused box on the same map, CAM's own rule and the two baselines.
+EVALUATE_ROWS: dict[str, dict[str, object]] = {
+    "GraphCut on gradient x Grad-CAM (default)": {},
+    "mean of GraphCut and threshold boxes, same map": {"boxes": "fused"},
+    "CAM > 20 % of max (CAM's rule)": {"maps": "cam", "boxes": "threshold", "threshold": 0.20},
+    "centred box, 80 % of each side": {"boxes": "centered_box"},
+    "whole image": {"boxes": "full_image"},
+}
+
+
 def box_method(boxes: str | BoxMethod | None = None, method: str | None = None,
                center_fraction: float = 0.8, threshold: float = 0.2,
                threshold_smooth: float = 0.0, frame_only: bool = False,
@@ -425,7 +441,7 @@ def precompute_saliency(
             ``(PIL image, record)`` with ``record.boxes`` / ``record.box_wnids`` / ``record.label``).
         crops: the frame of the maps (:mod:`deepinside.frames`): ``"full"`` (default: the whole
             image at the network's scale, every pixel seen), ``"center"`` (the network's crop;
-            the margins get saliency 0), ``"ten"`` (the paper's 10-crop average; rule maps only).
+            the margins get saliency 0), ``"ten"`` (the paper's 10-crop average).
         rule: the backward rule of the paper's map (Sect. 4) when ``maps`` is a rule name or
             None with a non-default rule.
         maps: a registered map method (:func:`deepinside.map_names`: ``"gradient"`` (eq. 4),
@@ -444,14 +460,10 @@ def precompute_saliency(
     options = dict(LOCALISATION_MAP_OPTIONS.get(maps, {}) if map_options is None else map_options)
     if maps in RULES and not options:
         rule, maps = maps, None
-    if maps is not None and crops == "ten":
-        raise ValueError(f"maps={maps!r} is computed on one input: use crops='center' or 'full' "
-                         "(10-crop averaging is defined here for the gradient-rule maps)")
 
     def map_of(inputs, targets: list[int], crops: str) -> torch.Tensor:
-        if maps is None:
-            return saliency(clf, inputs, target=targets, crops=crops, rule=rule, batch_size=batch_size)
-        return compute_maps(clf, inputs, targets, method=maps, batch_size=batch_size, **options)
+        return compute_maps(clf, inputs, targets, method=maps or rule, crops=crops,
+                            batch_size=batch_size, **options)
 
     if classes not in ("needed", "all"):
         raise ValueError(f"classes must be 'needed' or 'all', got {classes!r}")

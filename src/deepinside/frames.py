@@ -19,7 +19,7 @@ validates a ``crops`` argument everywhere.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 __all__ = ["CROPS", "MAP_CROPS", "Crops", "check_crops", "center_crop_box", "square_box",
-           "frame_box", "ten_crop_boxes", "ten_crop_coverage", "central_square",
+           "frame_box", "ten_crop_boxes", "ten_crop_coverage", "ten_crop_batch", "central_square",
            "full_image_size", "map_to_image", "working_copy"]
 
 #: Every frame a map can have: centre crop, 10-crop square, whole image.
 CROPS: tuple[str, ...] = ("center", "ten", "full")
-#: The frames :func:`deepinside.saliency` computes from PIL images (``"full"`` is a tensor input).
+#: The frames :func:`deepinside.compute_maps` computes from PIL images (``"full"`` is a tensor input).
 MAP_CROPS: tuple[str, ...] = ("center", "ten")
 Crops = Literal["center", "ten", "full"]
 Box = tuple[int, int, int, int]
@@ -116,6 +116,25 @@ def ten_crop_coverage(clf: Geometry, device: torch.device | str = "cpu") -> torc
     if (cnt == 0).any():
         raise ValueError(f"the 10 crops of side {clf.input_size} do not cover the {s}x{s} square")
     return cnt
+
+
+def ten_crop_batch(clf: Any, images: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL images -> ``(10 n, 3, C, C)`` normalised crops of :func:`ten_crop_boxes`, image-major
+    (crop ``j`` of image ``i`` at row ``10 i + j``), cut from each :func:`central_square`.
+
+    The crops are stacked channels-last (``(B, C, C, 3)`` memory, viewed as ``(B, 3, C, C)``), the
+    layout :meth:`Classifier.preprocess` produces: convolutions on CPU run ~15 % faster in it, and
+    the centre crop then goes through the same kernels as with ``crops="center"``.
+    """
+    squares = clf.normalize(clf.to_tensor01([central_square(clf, im, clf.interpolation) for im in images]))
+    boxes = ten_crop_boxes(clf)
+    crops = []
+    for sq in squares:
+        hwc = sq.permute(1, 2, 0)
+        for x0, y0, x1, y1, fl in boxes:
+            c = hwc[y0:y1, x0:x1]
+            crops.append(c.flip(1) if fl else c)
+    return torch.stack(crops).permute(0, 3, 1, 2)
 
 
 def central_square(clf: Geometry, image: Image.Image, resample: int) -> Image.Image:

@@ -173,3 +173,35 @@ def as_input(clf: Any, images: Any, where: str, *, channels: int | None = 3) -> 
         p = next(net.parameters(), None)
         device = p.device if p is not None else None
     return x if device is None else x.to(device)
+
+
+def as_targets(clf: Any, targets: Any, n: int, name: str = "targets") -> torch.Tensor | None:
+    """The classes asked of ``n`` images -> ``(n,)`` long tensor on ``clf.device``; None stays None
+    (the caller takes each image's top-1 class).
+
+    ``targets``: one class (int index, WordNet id or class name, resolved by ``clf.class_index``)
+    for every image, or one per image (a sequence, a 1-D tensor or array).
+
+    Raises:
+        ValueError: a tensor/array that is not 0-D or 1-D, a sequence whose length is not ``n``,
+            an unknown or out-of-range class (from ``clf.class_index``).
+        TypeError: anything else.
+    """
+    if targets is None:
+        return None
+    if isinstance(targets, (torch.Tensor, np.ndarray)):
+        if targets.ndim > 1:
+            raise ValueError(f"{name} must be 1-D (one class per image), got shape {tuple(targets.shape)}")
+        targets = targets.tolist() if targets.ndim else targets.item()
+    if isinstance(targets, (str, numbers.Integral)) and not isinstance(targets, (bool, np.bool_)):
+        idx = [clf.class_index(targets)] * n
+    elif isinstance(targets, (list, tuple)):
+        if len(targets) != n:
+            raise ValueError(f"{name} has {len(targets)} classes for {n} images: give one class per "
+                             f"image, one class for all, or None for the top-1 class of each")
+        idx = [clf.class_index(t.item() if isinstance(t, (torch.Tensor, np.ndarray)) else t)
+               for t in targets]
+    else:
+        raise TypeError(f"{name} must be None, a class (int index, WordNet id or name) or one class "
+                        f"per image, not {type(targets).__name__}")
+    return torch.tensor(idx, dtype=torch.long, device=clf.device)

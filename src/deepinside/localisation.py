@@ -580,8 +580,8 @@ def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Cr
     (:func:`full_image_input`) and resizes the map back to the image; ``"center"`` / ``"ten"``
     maps are put back with :func:`deepinside.saliency_to_image` (0 outside their frame).
     ``maps`` names any registered method (:func:`deepinside.map_names`, e.g.
-    ``"gradient_gradcam"``, the evaluation's default) instead of the paper's map, on the centre
-    crop or the whole image.
+    ``"gradient_gradcam"``, the evaluation's default) instead of the paper's map, in any frame
+    (:func:`deepinside.compute_maps`).
     """
     import cv2
 
@@ -591,22 +591,18 @@ def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Cr
     classes = [clf.class_index(c) for c in classes]
     if not classes:
         raise ValueError("saliency_in_image() needs at least one class")
-    if maps is not None and crops == "ten":
-        raise ValueError(f"maps={maps!r} is computed on one input: use crops='center' or 'full'")
     W, H = image.size
+    if crops == "full":   # the whole image, seen as the network's one input
+        inputs, frame = full_image_input(clf, image).repeat(len(classes), 1, 1, 1), "center"
+    else:
+        inputs, frame = [image] * len(classes), crops
+    if maps is None:      # eq. 4 under the backward rule in force (Sect. 4)
+        out = _saliency(clf, inputs, target=classes, crops=frame, batch_size=batch_size)
+    else:
+        out = compute_maps(clf, inputs, classes, method=maps, crops=frame, batch_size=batch_size)
     if crops == "full":
-        x = full_image_input(clf, image).repeat(len(classes), 1, 1, 1)
-        if maps is None:
-            out = _saliency(clf, x, target=classes, batch_size=batch_size)
-        else:
-            out = compute_maps(clf, x, classes, method=maps, batch_size=batch_size)
         out = out.detach().float().cpu().numpy()
         return np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_LINEAR) for m in out])
-    if maps is None:
-        out = _saliency(clf, [image] * len(classes), target=classes, crops=crops, batch_size=batch_size)
-    else:
-        out = compute_maps(clf, clf.preprocess([image] * len(classes)), classes, method=maps,
-                           batch_size=batch_size)
     return map_to_image(out, image_size=(W, H), clf=clf, crops=crops).float().cpu().numpy()
 
 

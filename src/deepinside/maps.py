@@ -39,7 +39,9 @@ A new method is one function ``fn(clf, x, targets, **options) -> (B, H, W)`` and
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import warnings
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -49,9 +51,10 @@ from PIL import Image
 from torch import nn
 
 from .backprop import backward_rule, score_gradient
+from .frames import MAP_CROPS, check_crops, ten_crop_batch, ten_crop_boxes, ten_crop_coverage
 from .hooks import forward_hook
 from .layers import spatial_layers
-from .inputs import as_input, check_bool, check_int, check_real
+from .inputs import as_images, as_input, as_targets, check_bool, check_int, check_real
 from .models import Classifier, frozen
 
 __all__ = ["compute_maps", "register_map", "map_names", "available_maps", "MapFunction",
@@ -118,21 +121,8 @@ def _as_input(clf: Classifier, images: Any, where: str = "compute_maps") -> torc
 
 def _as_targets(clf: Classifier, x: torch.Tensor, targets: Any, batch_size: int) -> torch.Tensor:
     """``targets`` -> ``(N,)`` long tensor; None = the top-1 class of each image."""
-    n = len(x)
-    if targets is None:
-        return clf.scores(x, batch_size=batch_size).argmax(1).to(clf.device)
-    if isinstance(targets, (torch.Tensor, np.ndarray)):
-        targets = targets.tolist() if targets.ndim else targets.item()
-    if isinstance(targets, (int, np.integer, str)) and not isinstance(targets, bool):
-        idx = [clf.class_index(targets)] * n
-    elif isinstance(targets, (list, tuple)):
-        if len(targets) != n:
-            raise ValueError(f"targets has {len(targets)} classes for {n} images: give one class per "
-                             f"image, one class for all, or None for the top-1 class of each")
-        idx = [clf.class_index(t) for t in targets]
-    else:
-        raise TypeError(f"targets must be None, a class or one class per image, not {type(targets).__name__}")
-    return torch.tensor(idx, dtype=torch.long, device=clf.device)
+    tgt = as_targets(clf, targets, len(x))
+    return clf.scores(x, batch_size=batch_size).argmax(1).to(clf.device) if tgt is None else tgt
 
 
 def _unknown(method: object) -> ValueError:
@@ -140,7 +130,16 @@ def _unknown(method: object) -> ValueError:
                       f"(add one with deepinside.register_map)")
 
 
-# -- public entry point ----------------------------------------------------------------------------
+def _check_options(method: str, fn: MapFunction, options: dict) -> None:
+    params = inspect.signature(fn).parameters.values()
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        accepted = _options_of(method)
+        extra = sorted(set(options) - set(accepted))
+        if extra:
+            raise ValueError(f"map method {method!r} has no option(s) {extra}; its options: {accepted}")
+
+
+# -- the one pipeline ------------------------------------------------------------------------------
 
 
 def compute_maps(
@@ -149,20 +148,32 @@ def compute_maps(
     targets: int | str | Sequence[int | str] | torch.Tensor | None = None,
     method: str = "gradient",
     *,
+    crops: str = "center",
     batch_size: int = 16,
+    return_targets: bool = False,
     **options: Any,
-) -> torch.Tensor:
-    """Saliency maps of ``method`` for each image and its target class, batched.
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Saliency maps of ``method`` for each image and its target class, batched: the one map
+    pipeline of the package (:func:`deepinside.saliency` is this with the eq. 4 methods).
 
     Args:
         clf: the classifier; the maps are computed on ``clf.device``.
-        images: PIL image(s) (centre crop of ``clf.preprocess``) or a normalised ``(N, 3, H, W)``
-            tensor used as is (not modified).
-        targets: None = the top-1 class of each image; one class (index, WordNet id, name) for
-            all; or one class per image.
+        images: PIL image(s), or (``crops="center"`` only) a normalised ``(N, 3, H, W)`` tensor
+            used as is (not modified).
+        targets: None = the top-1 class of each image (for ``crops="ten"``: of the scores
+            averaged over the 10 crops, as in the paper's classification); one class (index,
+            WordNet id, name) for all; or one class per image.
         method: a registered name (:func:`map_names`): ``"gradient"`` (eq. 4), ``"deconvnet"``,
             ``"guided"``, ``"smoothgrad"``, ``"cam"``, ``"gradcam"``, ``"occlusion"``, ...
-        batch_size: images per call of the method (bounds the memory).
+        crops: the frame (:mod:`deepinside.frames`): ``"center"``, the network's centre crop,
+            maps ``(N, input_size, input_size)`` (``(N, H, W)`` for a tensor); ``"ten"``, the
+            paper's 10-crop average for any method (Sect. 3.1: "we computed 10 saliency maps on
+            the 10 sub-images, and then averaged them"): each crop's map un-flipped, put back
+            where the crop came from and averaged over the crops covering each pixel, maps
+            ``(N, resize_size, resize_size)`` in the resized central square.
+        batch_size: inputs (images or crops) per call of the method (bounds the memory); for
+            ``crops="ten"`` chunks hold whole images (``10 * (batch_size // 10)`` crops).
+        return_targets: also return the class of each map, ``(N,)`` long.
         **options: passed to the method (e.g. ``n``, ``sigma``, ``seed`` for SmoothGrad, ``layer``
             for Grad-CAM, ``window``, ``stride`` for occlusion). ``signed=True`` asks for the
             signed map where the method has a sign (the value whose magnitude ranks pixels:
@@ -170,9 +181,9 @@ def compute_maps(
             skip the final ReLU; occlusion keeps score increases as negatives).
 
     Returns:
-        ``(N, H, W)`` float tensor on ``clf.device``, detached, on the grid of the network input;
-        ``>= 0`` unless ``signed=True``. The model's state (mode, ``requires_grad``, hooks,
-        weights) is unchanged.
+        ``(N, H, W)`` float tensor on ``clf.device``, detached; ``>= 0`` unless ``signed=True``
+        (and ``(maps, classes)`` with ``return_targets``). The model's state (mode,
+        ``requires_grad``, hooks, weights) is unchanged.
 
     Raises:
         ValueError: unknown method (the message lists the known ones), bad input or targets,
@@ -180,32 +191,136 @@ def compute_maps(
     """
     if not isinstance(method, str) or method not in _REGISTRY:
         raise _unknown(method)
-    batch_size = check_int("batch_size", batch_size)
     fn = _REGISTRY[method]
-    params = inspect.signature(fn).parameters.values()
-    if not any(p.kind == p.VAR_KEYWORD for p in params):
-        accepted = _options_of(method)
-        extra = sorted(set(options) - set(accepted))
-        if extra:
-            raise ValueError(f"map method {method!r} has no option(s) {extra}; its options: {accepted}")
-    x = _as_input(clf, images)
+    _check_options(method, fn, options)
     signed = check_bool("signed", options.get("signed", False))
-    out = []
-    with frozen(clf.net):   # one freeze for the whole call: the top-1 targets included
-        tgt = _as_targets(clf, x, targets, batch_size)
-        for i in range(0, len(x), batch_size):
-            m = fn(clf, x[i:i + batch_size], tgt[i:i + batch_size], **options)
-            if not isinstance(m, torch.Tensor) or m.shape != (len(x[i:i + batch_size]), *x.shape[2:]):
-                raise ValueError(f"map method {method!r} returned {getattr(m, 'shape', type(m))}, "
-                                 f"expected ({len(x[i:i + batch_size])}, {x.shape[2]}, {x.shape[3]})")
-            out.append(m.detach())
-    maps = torch.cat(out).float()
+    maps, classes = map_pipeline(clf, images, targets, fn, crops=crops, batch_size=batch_size,
+                                 options=options, name=method)
     if not signed and (maps < 0).any():
         raise ValueError(f"map method {method!r} returned negative values: a saliency map must be >= 0")
-    return maps
+    return (maps, classes) if return_targets else maps
+
+
+def map_pipeline(clf: Classifier, images: Any, targets: Any, fn: MapFunction, *, crops: str = "center",
+                 batch_size: int = 16, options: dict | None = None, name: str | None = None,
+                 where: str = "compute_maps") -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline behind :func:`compute_maps` and :func:`deepinside.saliency`: inputs and targets
+    coerced once, chunks of ``batch_size``, the 10-crop average, the model frozen once.
+
+    ``fn`` need not be registered (``saliency(rule=None)`` runs eq. 4 under the rule in force).
+    Eq. 4 maps (functions with a ``rule`` attribute) find the top-1 class in their own forward
+    pass (:func:`deepinside.backprop.score_gradient`); other methods get it from one forward pass
+    first. Returns ``(maps (N, H, W) float, classes (N,) long)`` on ``clf.device``.
+    """
+    options = dict(options or {})
+    name = name or getattr(fn, "__name__", "map")
+    check_crops(crops, MAP_CROPS)
+    batch_size = check_int("batch_size", batch_size)
+    ims = as_images(images, where)
+    if ims is None:
+        if crops != "center":
+            raise ValueError("a preprocessed tensor has already been cropped: use crops='center' with "
+                             "tensor input, or pass PIL images for crops='ten'")
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{where}() expects a PIL image, a list of PIL images or a normalised "
+                            f"(N, 3, H, W) tensor, got {type(images).__name__}")
+        ims = as_input(clf, images, where)
+    n = len(ims)
+    tgt = as_targets(clf, targets, n, "target" if where == "saliency" else "targets")
+    rule = getattr(fn, "rule", _NO_RULE)
+    in_pass = rule is not _NO_RULE and not options.get("signed", False)
+    with frozen(clf.net):   # one freeze for the whole call: the top-1 targets included
+        if crops == "center":
+            maps, classes = _center(clf, ims, tgt, fn, batch_size, options, name, in_pass)
+        else:
+            maps, classes = _ten(clf, ims, tgt, fn, batch_size, options, name, in_pass)
+    if rule in (None, "gradient") and not options.get("signed", False):
+        _warn_if_zero(maps, ims, where)
+    return maps.float(), classes
+
+
+_NO_RULE = object()
+
+
+def _call(clf: Classifier, fn: MapFunction, x: torch.Tensor, t: torch.Tensor | None, group: int,
+          options: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk: ``fn`` on ``x`` for classes ``t`` (None: eq. 4's own top-1 over groups of rows)."""
+    if t is None:
+        return eq4_maps(clf, x, None, getattr(fn, "rule"), group=group)
+    m = fn(clf, x, t, **options)
+    if not isinstance(m, torch.Tensor) or m.shape != (len(x), *x.shape[2:]):
+        raise ValueError(f"map method {name!r} returned {getattr(m, 'shape', type(m))}, "
+                         f"expected ({len(x)}, {x.shape[2]}, {x.shape[3]})")
+    return m.detach(), t
+
+
+def _center(clf, ims, tgt, fn, batch_size, options, name, in_pass):
+    out, classes = [], []
+    for i in range(0, len(ims), batch_size):
+        part = ims[i:i + batch_size]
+        x = part if isinstance(part, torch.Tensor) else clf.preprocess(part)
+        t = None if tgt is None else tgt[i:i + batch_size]
+        if t is None and not in_pass:
+            t = clf.scores(x, batch_size=batch_size).argmax(1).to(clf.device)
+        m, c = _call(clf, fn, x, t, 1, options, name)
+        out.append(m)
+        classes.append(c)
+    return torch.cat(out), torch.cat(classes)
+
+
+def _ten(clf, ims, tgt, fn, batch_size, options, name, in_pass):
+    boxes = ten_crop_boxes(clf)
+    k = len(boxes)
+    s = clf.resize_size
+    cover = ten_crop_coverage(clf, clf.device)
+    n = len(ims)
+    per = max(1, batch_size // k)  # whole images per chunk
+    if tgt is None and (batch_size < k or not in_pass):
+        # the chunks cannot give every crop of an image to one pass: classify first
+        tgt = torch.cat([clf.scores(ten_crop_batch(clf, ims[i:i + per]), batch_size=batch_size)
+                         .view(-1, k, len(clf.class_names)).mean(1).argmax(1)
+                         for i in range(0, n, per)]).to(clf.device)
+    out = torch.zeros(n, s, s, device=clf.device)
+    classes = []
+    for i in range(0, n, per):
+        crops = ten_crop_batch(clf, ims[i:i + per])
+        t = None if tgt is None else tgt[i:i + per].repeat_interleave(k)
+        parts = [_call(clf, fn, crops[j:j + batch_size], None if t is None else t[j:j + batch_size], k,
+                       options, name) for j in range(0, len(crops), batch_size)]
+        maps = torch.cat([p[0] for p in parts])
+        classes.append(torch.cat([p[1] for p in parts])[::k])
+        for r, m in enumerate(maps):
+            x0, y0, x1, y1, fl = boxes[r % k]
+            out[i + r // k, y0:y1, x0:x1] += m.flip(-1) if fl else m
+    return out / cover, torch.cat(classes)
+
+
+def _warn_if_zero(maps: torch.Tensor, imgs: Any, where: str) -> None:
+    """A map that is exactly zero everywhere means the class score does not depend on the input
+    (EfficientNet-Lite0 on a tensor of 8 x 8 pixels or less, a dead network): say so, naming the
+    image, instead of returning a blank map without a word (issue 24)."""
+    zero = (maps.flatten(1).amax(1) == 0).nonzero().flatten().tolist()
+    if zero:
+        size = f" of {imgs.shape[2]}x{imgs.shape[3]} pixels" if isinstance(imgs, torch.Tensor) else ""
+        warnings.warn(f"{where}: the map of image {zero[0]}{size} is exactly zero ({len(zero)} of "
+                      f"{len(maps)} images): the class score does not depend on the input there "
+                      f"(an input too small for the network?)", RuntimeWarning, stacklevel=4)
 
 
 # -- gradient-type maps (Sect. 3.1, eq. 4; Sect. 4) ------------------------------------------------
+
+
+def eq4_maps(clf: Classifier, x: torch.Tensor, targets: torch.Tensor | None, rule: str | None,
+             group: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sect. 3.1: :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|` with :math:`w` of eq. 4
+    (:func:`deepinside.backprop.score_gradient`) under the backward ``rule`` of Sect. 4 (None: the
+    rule of the :func:`backward_rule` block open in this thread, else the gradient). ``targets``
+    None: the top-1 class of the scores averaged over groups of ``group`` rows, in the same pass.
+    Returns ``M`` ``(B, H, W)`` and the classes used ``(B,)``."""
+    block = contextlib.nullcontext() if rule is None else backward_rule(clf.net, rule)
+    with block:
+        w, classes = score_gradient(clf.net, x, targets, group=group)
+    return w.abs_().amax(dim=1), classes  # w is ours: abs in place saves a copy
 
 
 def signed_gradient(clf: Classifier, x: torch.Tensor, targets: torch.Tensor,
@@ -226,17 +341,19 @@ def _reduce(w: torch.Tensor, signed: bool) -> torch.Tensor:
     return w.gather(1, idx)[:, 0]
 
 
-def _rule_map(rule: str) -> MapFunction:
+def rule_map(rule: str | None) -> MapFunction:
+    """The eq. 4 map under the backward ``rule`` of Sect. 4 as a map method (None: the rule in
+    force in this thread); its ``rule`` attribute lets the pipeline find the top-1 class in the
+    same pass."""
     def fn(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, signed: bool = False) -> torch.Tensor:
         if signed:
-            return _reduce(signed_gradient(clf, x, targets, rule), True)
-        from .saliency_maps import saliency   # eq. 4 with its checks and the zero-map warning
+            return _reduce(signed_gradient(clf, x, targets, rule or "gradient"), True)
+        return eq4_maps(clf, x, targets, rule)[0]
 
-        return saliency(clf, x, target=targets, rule=rule, batch_size=len(x))
-
-    fn.__name__ = f"{rule}_map"
+    fn.rule = rule  # type: ignore[attr-defined]
+    fn.__name__ = f"{rule or 'in_force'}_map"
     fn.__doc__ = (f"Sect. 3.1 eq. 4 map :math:`\\max_c |w|` with the ``{rule!r}`` backward rule of "
-                  f"Sect. 4 (via :func:`deepinside.saliency`); ``(B, H, W)``.")
+                  f"Sect. 4; ``(B, H, W)``.")
     return fn
 
 
@@ -483,7 +600,7 @@ def occlusion_map(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, wi
 
 
 for _rule in ("gradient", "deconvnet", "guided"):
-    register_map(_rule, _rule_map(_rule))
+    register_map(_rule, rule_map(_rule))
 register_map("smoothgrad", smoothgrad)
 register_map("cam", cam)
 register_map("gradcam", gradcam)

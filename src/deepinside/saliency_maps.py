@@ -37,9 +37,7 @@ back onto the original image's pixels.
 
 from __future__ import annotations
 
-import contextlib
 import time
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -47,11 +45,11 @@ import torch
 from PIL import Image
 
 from ._progress import progress
-from .backprop import backward_rule, map_correlation, score_gradient
-from .frames import (MAP_CROPS, central_square, check_crops, map_to_image,
-                     ten_crop_boxes, ten_crop_coverage)
-from .inputs import as_images, check_batch
-from .models import Classifier, frozen
+from .backprop import map_correlation
+from .frames import MAP_CROPS, check_crops, map_to_image, ten_crop_boxes
+from .inputs import as_targets
+from .maps import map_pipeline, rule_map
+from .models import Classifier
 
 __all__ = ["saliency", "ten_crop_boxes",  # ten_crop_boxes: re-exported from frames
            "saliency_to_image", "saliency_box_share", "box_share", "saliency_cost",
@@ -63,57 +61,6 @@ CROPS = MAP_CROPS
 SALIENCY_RULES = ("gradient", "deconvnet", "guided")
 
 Target = int | str | Sequence[int | str] | np.ndarray | torch.Tensor | None
-
-
-# -- input checks ----------------------------------------------------------------------------------
-
-
-def _as_images(images: object, net: torch.nn.Module) -> list[Image.Image] | torch.Tensor:
-    """PIL image(s) as a list (kept for the ten crops) or a checked tensor (:mod:`deepinside.inputs`)."""
-    ims = as_images(images, "saliency")
-    if ims is not None:
-        return ims
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"saliency() expects a PIL image, a list of PIL images or a normalised "
-                        f"(N, 3, H, W) tensor, got {type(images).__name__}")
-    return check_batch(images, "saliency", net)
-
-
-def _targets(clf: Classifier, target: Target, n: int) -> torch.Tensor | None:
-    """``target`` -> ``(n,)`` long tensor of class indices (None stays None = top-1)."""
-    if target is None:
-        return None
-    if isinstance(target, torch.Tensor):
-        if target.ndim == 0:
-            target = target.item()
-        else:
-            if target.ndim != 1:
-                raise ValueError(f"target tensor must be 1-D (one class per image), got shape {tuple(target.shape)}")
-            target = target.tolist()
-    elif isinstance(target, np.ndarray):
-        target = target.item() if target.ndim == 0 else target.tolist()
-    if isinstance(target, (str, int, np.integer)) and not isinstance(target, (bool, np.bool_)):
-        idx = [clf.class_index(target)] * n
-    elif isinstance(target, (list, tuple)):
-        if len(target) != n:
-            raise ValueError(f"target has {len(target)} classes but there are {n} images: give one class per image, "
-                             f"a single class for all, or None for the top-1 class of each")
-        idx = [clf.class_index(t.item() if isinstance(t, (torch.Tensor, np.ndarray)) else t) for t in target]
-    else:
-        raise TypeError(f"target must be None, a class (int index, WordNet id or name) or one class per image, "
-                        f"not {type(target).__name__}")
-    return torch.tensor(idx, dtype=torch.long, device=clf.device)
-
-
-# -- the backward pass -----------------------------------------------------------------------------
-
-
-def _saliency_batch(clf: Classifier, x: torch.Tensor, target: torch.Tensor | None,
-                    group: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 4 for a chunk (:func:`deepinside.backprop.score_gradient`, under the rule in force)
-    reduced by the channel maximum: ``M`` ``(B, H, W)`` and the classes used ``(B,)``."""
-    w, target = score_gradient(clf.net, x, target, group=group)
-    return w.abs_().amax(dim=1), target  # w is ours: abs in place saves a copy
 
 
 # -- public API ------------------------------------------------------------------------------------
@@ -171,89 +118,9 @@ def saliency(
         raise ValueError(f"rule must be one of {SALIENCY_RULES}, got {rule!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    imgs = _as_images(images, clf.net)
-    n = len(imgs)
-    tgt = _targets(clf, target, n)
-    if isinstance(imgs, torch.Tensor) and crops != "center":
-        raise ValueError("a preprocessed tensor has already been cropped: use crops='center' with tensor input, "
-                         "or pass PIL images for crops='ten'")
-    rule_block = contextlib.nullcontext() if rule is None else backward_rule(clf.net, rule)
-    with frozen(clf.net), torch.enable_grad(), rule_block:
-        maps, classes = (_center if crops == "center" else _ten)(clf, imgs, tgt, batch_size)
-    if rule in (None, "gradient"):   # guided/deconvnet maps may be zero for a legitimate reason
-        _warn_if_zero(maps, imgs)
+    maps, classes = map_pipeline(clf, images, target, rule_map(rule), crops=crops,
+                                 batch_size=batch_size, where="saliency")
     return (maps, classes) if return_target else maps
-
-
-def _warn_if_zero(maps: torch.Tensor, imgs: Any) -> None:
-    """A map that is exactly zero everywhere means the class score does not depend on the input
-    (EfficientNet-Lite0 on a tensor of 8 x 8 pixels or less, a dead network): say so, naming the
-    image, instead of returning a blank map without a word (issue 24)."""
-    zero = (maps.flatten(1).amax(1) == 0).nonzero().flatten().tolist()
-    if zero:
-        size = f" of {imgs.shape[2]}x{imgs.shape[3]} pixels" if isinstance(imgs, torch.Tensor) else ""
-        warnings.warn(f"saliency: the map of image {zero[0]}{size} is exactly zero ({len(zero)} of "
-                      f"{len(maps)} images): the class score does not depend on the input there "
-                      f"(an input too small for the network?)", RuntimeWarning, stacklevel=3)
-
-
-def _center(clf: Classifier, imgs: list[Image.Image] | torch.Tensor, tgt: torch.Tensor | None,
-            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    out, classes = [], []
-    for i in range(0, len(imgs), batch_size):
-        part = imgs[i:i + batch_size]
-        x = part.to(clf.device) if isinstance(part, torch.Tensor) else clf.preprocess(part)
-        m, c = _saliency_batch(clf, x, None if tgt is None else tgt[i:i + batch_size])
-        out.append(m)
-        classes.append(c)
-    return torch.cat(out), torch.cat(classes)
-
-
-def _squares(clf: Classifier, imgs: Sequence[Image.Image]) -> torch.Tensor:
-    """PIL images -> ``(n, 3, S, S)`` normalised central squares (:func:`frames.central_square`)."""
-    return clf.normalize(clf.to_tensor01([central_square(clf, im, clf.interpolation) for im in imgs]))
-
-
-def _crop_batch(squares: torch.Tensor, boxes: list[tuple[int, int, int, int, bool]]) -> torch.Tensor:
-    """``(n, 3, S, S)`` squares -> ``(10 n, 3, C, C)`` crops, image-major (crop j of image i at 10 i + j).
-
-    The crops are stacked channels-last (``(B, C, C, 3)`` memory, viewed as ``(B, 3, C, C)``), the
-    layout :meth:`Classifier.preprocess` produces: convolutions on CPU run ~15 % faster in it, and
-    the centre crop then goes through the same kernels as with ``crops="center"``.
-    """
-    crops = []
-    for sq in squares:
-        hwc = sq.permute(1, 2, 0)
-        for x0, y0, x1, y1, fl in boxes:
-            c = hwc[y0:y1, x0:x1]
-            crops.append(c.flip(1) if fl else c)
-    return torch.stack(crops).permute(0, 3, 1, 2)
-
-
-def _ten(clf: Classifier, imgs: list[Image.Image], tgt: torch.Tensor | None,
-         batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    boxes = ten_crop_boxes(clf)
-    k = len(boxes)
-    s = clf.resize_size
-    cover = ten_crop_coverage(clf, clf.device)
-    n = len(imgs)
-    if tgt is None and batch_size < k:
-        # chunks cannot hold all crops of an image: classify first (one extra forward pass)
-        tgt = torch.cat([clf.scores(_crop_batch(_squares(clf, [im]), boxes)).mean(0).argmax()[None] for im in imgs])
-    per = max(1, batch_size // k)  # whole images per chunk
-    out = torch.zeros(n, s, s, device=clf.device)
-    classes = []
-    for i in range(0, n, per):
-        crops = _crop_batch(_squares(clf, imgs[i:i + per]), boxes)
-        t = None if tgt is None else tgt[i:i + per].repeat_interleave(k)
-        parts = [_saliency_batch(clf, crops[j:j + batch_size], None if t is None else t[j:j + batch_size], group=k)
-                 for j in range(0, len(crops), batch_size)]
-        maps = torch.cat([p[0] for p in parts])
-        classes.append(torch.cat([p[1] for p in parts])[::k])
-        for r, m in enumerate(maps):
-            x0, y0, x1, y1, fl = boxes[r % k]
-            out[i + r // k, y0:y1, x0:x1] += m.flip(-1) if fl else m
-    return out / cover, torch.cat(classes)
 
 
 def saliency_to_image(
@@ -345,7 +212,7 @@ def saliency_box_share(
     images = list(images)
     if len(boxes) != len(images):
         raise ValueError(f"got {len(boxes)} box lists for {len(images)} images: give one list of boxes per image")
-    tgt = _targets(clf, target, len(images))
+    tgt = as_targets(clf, target, len(images), "target")
     step = max(1, batch_size // 10) if crops == "ten" else batch_size
     keys = ("share", "uniform", "share_center", "outside_center")
     res: dict[str, list[float]] = {k: [] for k in keys}
