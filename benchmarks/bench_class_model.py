@@ -39,9 +39,9 @@ os.environ.setdefault("DEEPINSIDE_PROGRESS", "0")
 from _runner import compare, report  # noqa: E402
 
 import deepinside as di  # noqa: E402
-from deepinside.class_model import FourierParam, class_model  # noqa: E402
-from deepinside.models import frozen  # noqa: E402
-from deepinside.param import FourierImage, random_transform  # noqa: E402
+from deepinside.methods.class_model import FourierParam, class_model  # noqa: E402
+from deepinside.core.models import frozen  # noqa: E402
+from deepinside.methods.param import FourierImage, random_transform  # noqa: E402
 
 
 FIG1 = ["dumbbell", "cup", "dalmatian", "bell pepper", "lemon", "Siberian husky",
@@ -66,8 +66,8 @@ def choices(args: argparse.Namespace) -> None:
     import json
     import time
 
-    from deepinside.param import high_frequency_share
-    from deepinside.transfer import recognition
+    from deepinside.methods.param import high_frequency_share
+    from deepinside.measures.transfer import recognition
 
     clf = di.load_classifier()
     judges = {"L0": clf, "L1": di.load_classifier("efficientnet_lite1"),

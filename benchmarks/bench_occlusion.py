@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runner import compare, report  # noqa: E402
 
 import deepinside as di  # noqa: E402
-from deepinside.occlusion import occlusion, resolve_layer  # noqa: E402
+from deepinside.methods.occlusion import occlusion, resolve_layer  # noqa: E402
 
 
 def some_images(n: int) -> tuple[list, str]:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _runner import compare, report  # noqa: E402
 
 import deepinside as di  # noqa: E402
-from deepinside.localisation import saliency_in_image, saliency_seeds  # noqa: E402
+from deepinside.measures.localisation import saliency_in_image, saliency_seeds  # noqa: E402
 
 
 def grabcut_mask(img: np.ndarray, sal: np.ndarray):
@@ -104,7 +104,7 @@ def main() -> None:
     if not have_ilsvrc:
         print("\nno ILSVRC data: skipped the seconds-per-image part of evaluate_localisation")
         return
-    from deepinside.evaluation import evaluate_localisation, precompute_saliency
+    from deepinside.measures.evaluation import evaluate_localisation, precompute_saliency
 
     ds = di.IlsvrcDataset(root, limit=args.images)
     n = len(ds)

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from deepinside.distributed import ShardStore, distributed, last_timing, run_sharded
+from deepinside.core.distributed import ShardStore, distributed, last_timing, run_sharded
 
 
 def compute(start: int, stop: int) -> dict:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from deepinside.models import Classifier
+from deepinside.core.models import Classifier
 
 C, FRAC = 8, 0.8  # tiny crop side; resize_size = 10
 

@@ -1,4 +1,5 @@
-"""The package's import graph (issue 22): no cycle, and no module imports the package root.
+"""The package's import graph (issue 22): no cycle, no module imports the package root, and the
+sub-packages are layers (core <- methods <- measures <- figures <- cli/jobs).
 
 A static walk of every ``import`` in ``src/deepinside`` (function-level imports included: a cycle
 hidden in a function is still a cycle for a reader)."""
@@ -9,32 +10,54 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "deepinside"
+LAYERS = ("core", "methods", "measures", "figures", "")   # "": the top level (cli, jobs, ...)
+
+
+def _name(p: Path) -> str:
+    """``src/deepinside/methods/maps.py`` -> ``"methods.maps"``; ``__init__`` -> its package."""
+    rel = p.relative_to(PKG).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1] or ["__init__"]
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {_name(p): p for p in PKG.rglob("*.py")}
 
 
 def import_graph() -> dict[str, set[str]]:
-    """``{module: {modules of the package it imports}}``; ``"__init__"`` is the package root."""
-    mods = {p.stem for p in PKG.glob("*.py")}
+    """``{module: {modules of the package it imports}}`` with dotted names relative to the package
+    (``"methods.maps"``); ``"__init__"`` is the package root."""
+    mods = modules()
     graph: dict[str, set[str]] = {}
-    for p in PKG.glob("*.py"):
+    for name, p in mods.items():
+        pkg = name.split(".")[:-1] if p.stem != "__init__" else name.split(".")
+        if name == "__init__":
+            pkg = []
         out: set[str] = set()
         for node in ast.walk(ast.parse(p.read_text())):
+            targets: list[list[str]] = []
             if isinstance(node, ast.ImportFrom):
-                parts = (node.module or "").split(".")
-                if node.level == 1 or parts[0] == "deepinside":
-                    rel = parts if node.level == 1 else parts[1:]
-                    if rel and rel[0]:
-                        out.add(rel[0])
-                    else:   # `from . import x` / `from deepinside import x`
-                        out.update({a.name for a in node.names if a.name in mods} or {"__init__"})
-                        if any(a.name not in mods for a in node.names):
-                            out.add("__init__")
-            elif isinstance(node, ast.Import):
+                if node.level:
+                    base = pkg[:len(pkg) - (node.level - 1)] if node.level > 1 else list(pkg)
+                elif (node.module or "").split(".")[0] == "deepinside":
+                    base = []
+                else:
+                    continue
+                mod = (node.module or "").split(".") if node.module else []
+                if not node.level:
+                    mod = mod[1:]
+                stem = base + mod
                 for a in node.names:
-                    parts = a.name.split(".")
-                    if parts[0] == "deepinside":
-                        out.add(parts[1] if len(parts) > 1 else "__init__")
-        out.discard(p.stem)
-        graph[p.stem] = out
+                    cand = ".".join(stem + [a.name])
+                    targets.append((stem + [a.name]) if cand in mods else stem)
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[1:] for a in node.names if a.name.split(".")[0] == "deepinside"]
+            for t in targets:
+                out.add(".".join(t) if t else "__init__")
+        out.discard(name)
+        graph[name] = {t for t in out if t in mods or t == "__init__"}
     return graph
 
 
@@ -70,14 +93,28 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def _layer(module: str) -> int:
+    if module == "_version":   # a leaf (one constant, no imports): below every layer
+        return 0
+    head = module.split(".")[0]
+    return LAYERS.index(head) if head in LAYERS else len(LAYERS) - 1
+
+
 def test_the_walk_sees_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_the_walk_resolves_relative_imports():
+    graph = import_graph()
+    assert "core.models" in graph["methods.maps"] and "methods.backprop" in graph["methods.maps"]
+    assert "methods.maps" in graph["measures.evaluation"]
+
+
 def test_no_import_cycle():
     graph = import_graph()
-    assert {"maps", "occlusion", "features", "layers", "hooks", "inputs"} <= set(graph)
+    assert {"methods.maps", "methods.occlusion", "methods.features", "core.layers", "core.hooks",
+            "core.inputs"} <= set(graph)
     assert cycles(graph) == []
 
 
@@ -87,9 +124,17 @@ def test_no_module_imports_the_package_root():
     assert back == [], f"these modules import deepinside/__init__: {back}"
 
 
+def test_sub_packages_are_layers():
+    """A module imports only from its own sub-package or those before it in LAYERS."""
+    graph = import_graph()
+    up = sorted((m, d) for m, deps in graph.items() for d in deps
+                if d != "__init__" and m not in LAYERS and _layer(d) > _layer(m))
+    assert up == [], f"imports that run up the layers: {up}"
+
+
 def test_layer_plumbing_lives_in_layers():
     """Only hooks.py registers forward hooks; only layers.py resolves a layer by name."""
-    for p in PKG.glob("*.py"):
+    for p in PKG.rglob("*.py"):
         text = p.read_text()
         if p.stem != "hooks":
             assert "register_forward_hook(" not in text and "register_forward_pre_hook(" not in text, p.name

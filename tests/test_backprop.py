@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import deepinside as di
-from deepinside import backprop
-from deepinside.backprop import find_rectifiers
+from deepinside.methods import backprop
+from deepinside.methods.backprop import find_rectifiers
 from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
 
 
@@ -436,7 +436,7 @@ def test_no_import_cycle_and_no_heavy_optional_import():
     code = ("import sys, deepinside\n"
             "heavy = [m for m in ('cv2', 'maxflow', 'matplotlib', 'ipywidgets') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
-            "import deepinside.backprop as b, inspect\n"
+            "import deepinside.methods.backprop as b, inspect\n"
             "assert 'saliency' not in inspect.getsource(b).split('def ')[0], 'backprop imports saliency'\n"
             "assert callable(deepinside.saliency)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

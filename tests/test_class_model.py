@@ -8,8 +8,8 @@ from PIL import Image
 from torch import nn
 
 import deepinside as di
-from deepinside.class_model import class_model, recognised, sweep
-from deepinside.models import Classifier
+from deepinside.methods.class_model import class_model, recognised, sweep
+from deepinside.core.models import Classifier
 from state_helpers import assert_same_state, model_state
 
 
@@ -97,8 +97,8 @@ def test_pretrained_class_model_is_recognised(clf):
 
 # --- the decorrelated Fourier parameterisation (param="fourier") --------------------------------
 
-from deepinside.class_model import FourierParam  # noqa: E402
-from deepinside.param import (FourierImage, colour_basis, colour_statistics, default_colour_basis,  # noqa: E402
+from deepinside.methods.class_model import FourierParam  # noqa: E402
+from deepinside.methods.param import (FourierImage, colour_basis, colour_statistics, default_colour_basis,  # noqa: E402
                               frequency_weights, high_frequency_share, random_transform)
 
 STILL = FourierParam(jitter=0.0, scale=(1.0, 1.0), rotate=0.0)   # no random transforms
@@ -126,7 +126,7 @@ def test_colour_statistics_of_two_flat_images_and_bad_covariances():
 
 def test_shipped_colour_basis_is_photo_like():
     """Photographs: R, G, B strongly correlated; the first direction is luminance (all > 0)."""
-    from deepinside import _colour_stats
+    from deepinside.methods import _colour_stats
 
     c = default_colour_basis()
     assert _colour_stats.N_IMAGES >= 800
@@ -195,7 +195,7 @@ def test_cheap_transform_is_an_integer_shift_and_a_shared_zoom():
 
 
 def test_cosine_schedule_factors_and_bad_schedule():
-    from deepinside.class_model import _lr_factors
+    from deepinside.methods.class_model import _lr_factors
 
     assert _lr_factors("constant", 3) == [1.0, 1.0, 1.0]
     assert _lr_factors("cosine", 4) == pytest.approx([1.0, (1 + 2 ** -0.5) / 2, 0.5,
@@ -259,7 +259,7 @@ def test_fourier_leaves_model_state_alone():
 
 
 def test_cached_class_model_stores_and_reloads(tmp_path):
-    from deepinside.class_model import cached_class_model
+    from deepinside.methods.class_model import cached_class_model
 
     clf = linear_clf()
     a = cached_class_model(tmp_path, clf, [0, 1], steps=3, param="fourier", show_progress=False)
@@ -280,7 +280,7 @@ def test_cached_class_model_stores_and_reloads(tmp_path):
 
 
 def test_recognition_ranks_and_tables():
-    from deepinside.transfer import markdown_table, recognition, snapshot_rows, summary_rows
+    from deepinside.measures.transfer import markdown_table, recognition, snapshot_rows, summary_rows
 
     clf = linear_clf(n_classes=3, size=4)
     w = clf.net[1].weight                        # image = 0.5 + 0.5 * w_c scores class c highest?
@@ -308,7 +308,7 @@ def test_chapter_figures_draw():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deepinside import plotting_class_model as pcm
+    from deepinside.figures import plotting_class_model as pcm
 
     imgs = torch.rand(4, 3, 8, 8)
     fig = pcm.fig1_pair_figure({"a": imgs, "b": imgs}, ["w", "x", "y", "z"], cols=2)
@@ -335,7 +335,7 @@ def test_pretrained_fourier_class_model_is_recognised_and_smoother(clf):
 def test_markdown_table_escapes_pipes_and_right_aligns_numbers():
     from markdown_it import MarkdownIt
 
-    from deepinside.transfer import markdown_table
+    from deepinside.measures.transfer import markdown_table
 
     text = markdown_table([{"method": "pixel", "K": 12, "own top-1": 12, "||I||": 1.5}])
     html = MarkdownIt("commonmark").enable("table").render(text)

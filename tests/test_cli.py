@@ -12,7 +12,7 @@ from PIL import Image
 
 from deepinside import cli
 from deepinside.cli import main
-from deepinside.data import SAMPLE_IMAGES, _package_file
+from deepinside.core.data import SAMPLE_IMAGES, _package_file
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -167,7 +167,7 @@ def test_evaluate_prints_the_table(capsys, ilsvrc_root):
     lines = out.splitlines()
     assert lines[0].startswith("3 images") and "crops=full" in lines[0]
     rows = [ln for ln in lines if ln.endswith("%")]
-    from deepinside.evaluation import EVALUATE_ROWS
+    from deepinside.measures.evaluation import EVALUATE_ROWS
 
     assert len(rows) == len(EVALUATE_ROWS) + 1
     assert rows[0].startswith("GraphCut") and rows[-1].startswith("classification error")
@@ -191,7 +191,7 @@ def test_evaluate_rows_from_the_flags():
     """The table's rows are defined once (evaluation.EVALUATE_ROWS); --maps/--boxes make one row."""
     from argparse import Namespace
 
-    from deepinside import evaluation as ev
+    from deepinside.measures import evaluation as ev
 
     assert cli._evaluate_rows(Namespace(maps=None, boxes=None)) is ev.EVALUATE_ROWS
     (name, spec), *baselines = cli._evaluate_rows(Namespace(maps="gradcam", boxes="threshold")).items()

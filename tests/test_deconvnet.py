@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import deepinside as di
-from deepinside import deconvnet
-from deepinside.deconvnet import (flipped_kernel_conv, layer_activity, record_forward,
+from deepinside.methods import deconvnet
+from deepinside.methods.deconvnet import (flipped_kernel_conv, layer_activity, record_forward,
                                   unpool_with_switches)
 
 from state_helpers import assert_same_state, model_state

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deepinside.distributed import (Context, ShardStore, ShardStoreError, Subset, files_digest,
+from deepinside.core.distributed import (Context, ShardStore, ShardStoreError, Subset, files_digest,
                                    run_sharded, shard_ranges)
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
@@ -201,7 +201,7 @@ def test_impossible_result_is_recomputed(tmp_path, capsys):
 
 def test_merge_only_writes_nothing(tmp_path, monkeypatch):
     first, _ = _run_counting(tmp_path)
-    import deepinside.distributed as dd
+    import deepinside.core.distributed as dd
 
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path))

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
 
 import deepinside as di
-from deepinside import evaluation as ev
-from deepinside.evaluation import (SaliencyCache, centered_box, localisation_correct, precompute_saliency,
+from deepinside.measures import evaluation as ev
+from deepinside.measures.evaluation import (SaliencyCache, centered_box, localisation_correct, precompute_saliency,
                                    threshold_box)
-from deepinside.localisation import SegmentParams
+from deepinside.measures.localisation import SegmentParams
 
 
 # -- IoU ------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_on_ilsvrc_sample(clf, ilsvrc_root):
 
 @pytest.mark.slow
 def test_compare_methods_and_table(clf, tiny):
-    from deepinside.evaluation import compare_methods, results_markdown
+    from deepinside.measures.evaluation import compare_methods, results_markdown
 
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
@@ -343,7 +343,7 @@ def test_bootstrap_se_by_hand():
 
 def test_gradient_gradcam_is_the_product_of_its_factors():
     """One pass gives what the two registered maps give separately, multiplied."""
-    from deepinside.maps import compute_maps
+    from deepinside.methods.maps import compute_maps
 
     clf, ims, top = _tiny_setup()
     before = model_state(clf.net)

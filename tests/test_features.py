@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 import deepinside as di
-from deepinside.features import (ImageList, aligned_projections, filter_stats, first_layer_filters,
+from deepinside.methods.features import (ImageList, aligned_projections, filter_stats, first_layer_filters,
                                  mean_pairwise_correlation, project, receptive_field, top_activations)
 from state_helpers import assert_same_state, model_state
 

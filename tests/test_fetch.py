@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import deepinside as di
-from deepinside import fetch as df
+from deepinside.core import fetch as df
 from deepinside.cli import main as cli_main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

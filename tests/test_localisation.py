@@ -12,7 +12,7 @@ from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
 from torch import nn
 
 import deepinside as di
-from deepinside.localisation import Segmentation, saliency_seeds, smooth_saliency
+from deepinside.measures.localisation import Segmentation, saliency_seeds, smooth_saliency
 
 H, W = 96, 128
 OBJ = (slice(24, 72), slice(32, 96))  # rows, cols of the object: a 48 x 64 rectangle
@@ -249,7 +249,7 @@ def test_segment_properties_on_random_inputs(seed, h, w):
 @pytest.mark.slow
 @pytest.mark.parametrize("crops", ["center", "ten", "full"])
 def test_saliency_in_image_frames(clf, photos, crops):
-    from deepinside.localisation import saliency_in_image
+    from deepinside.measures.localisation import saliency_in_image
 
     img = photos["coffee"]  # 600 x 400
     W_, H_ = img.size
@@ -330,7 +330,7 @@ def test_saliency_in_image_with_a_registered_map():
     """maps= computes that method's map in the frame of crops; the gated map is the product."""
     from state_helpers import conv_clf, rand_pil
 
-    from deepinside.localisation import saliency_in_image
+    from deepinside.measures.localisation import saliency_in_image
 
     clf = conv_clf(seed=4)
     im = rand_pil(40, 30, seed=1)

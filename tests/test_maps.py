@@ -8,7 +8,7 @@ from PIL import Image
 from torch import nn
 
 import deepinside as di
-from deepinside import maps as dm
+from deepinside.methods import maps as dm
 from state_helpers import assert_same_state, model_state
 
 
@@ -196,7 +196,7 @@ def test_ten_crops_for_any_method(tiny):
 
 
 def frames_ten(clf, im):
-    from deepinside.frames import ten_crop_batch
+    from deepinside.core.frames import ten_crop_batch
 
     return ten_crop_batch(clf, [im])
 
@@ -313,7 +313,8 @@ def test_compute_maps_options_property():
 def test_a_registered_method_is_everywhere(tiny, monkeypatch):
     """Issue 22: a new map is one function and one register_map line; it is then in
     compute_maps, the explorer's menu, the CLI's --maps choices and the evaluation."""
-    from deepinside import localisation, widgets
+    from deepinside.figures import widgets
+    from deepinside.measures import localisation
     from deepinside.cli import _parser
 
     def toy(clf, x, targets, *, signed=False):

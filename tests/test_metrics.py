@@ -11,8 +11,8 @@ from PIL import Image
 from torch import nn
 
 import deepinside as di
-from deepinside import metrics as dm
-from deepinside.maps import _REGISTRY
+from deepinside.measures import metrics as dm
+from deepinside.methods.maps import _REGISTRY
 from state_helpers import assert_same_state, model_state
 from test_maps import tiny_classifier
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import deepinside as di
-from deepinside.models import IMAGENET_MEAN, IMAGENET_STD, accuracy, frozen
+from deepinside.core.models import IMAGENET_MEAN, IMAGENET_STD, accuracy, frozen
 
 
 @pytest.mark.slow
@@ -153,7 +153,7 @@ def test_import_needs_no_network():
         "import socket\n"
         "def boom(*a, **k): raise RuntimeError('network used at import')\n"
         "socket.socket.connect = boom; socket.create_connection = boom\n"
-        "import deepinside, deepinside.plotting\n"
+        "import deepinside, deepinside.figures.plotting\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

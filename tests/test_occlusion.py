@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import deepinside as di
-from deepinside.occlusion import (box_to_input, inside_box_share, occlusion, occlusion_grid, resolve_layer,
+from deepinside.methods.occlusion import (box_to_input, inside_box_share, occlusion, occlusion_grid, resolve_layer,
                                   window_boxes)
 from state_helpers import assert_same_state, model_state
 
@@ -198,7 +198,7 @@ def test_pretrained_matches_captum_and_boxes_map(clf, photos):
 def test_local_fast_path_equals_the_full_network():
     # a chain of stages with strides: early layers computed on crops around the occluder,
     # pasted into the unoccluded activation; must equal running the whole network
-    from deepinside.occlusion import _VERIFIED
+    from deepinside.methods.occlusion import _VERIFIED
 
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU6(), nn.Conv2d(4, 4, 3, 1, 1), nn.ReLU(),
@@ -215,7 +215,7 @@ def test_local_fast_path_equals_the_full_network():
 
 
 def test_object_vs_background_and_own_field_by_hand():
-    from deepinside.occlusion import object_vs_background, own_field_effect
+    from deepinside.methods.occlusion import object_vs_background, own_field_effect
 
     net = Linear2(c=1, h=8, w=8).eval()
     with torch.no_grad():
@@ -274,7 +274,7 @@ def test_container_layer_in_any_order_equals_direct(order):
     # first call (its hook never ran on the local path), and with "index [32, 1] ... self
     # [1, 320]" after a call without layer on the same geometry (the check was cached by geometry
     # only, so the activity was never checked, and a stale capture was read)
-    from deepinside.occlusion import _VERIFIED
+    from deepinside.methods.occlusion import _VERIFIED
 
     net = nested_chain()
     x = torch.randn(1, 3, 64, 64)

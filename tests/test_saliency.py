@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 import deepinside as di
-from deepinside.models import Classifier
+from deepinside.core.models import Classifier
 
 
 def direct(clf: Classifier, x: torch.Tensor, target: list[int]) -> torch.Tensor:
@@ -304,7 +304,7 @@ def test_return_target_gives_the_classes_used():
 
 
 def test_box_share_by_hand():
-    from deepinside.saliency_maps import box_share
+    from deepinside.methods.saliency_maps import box_share
 
     m = np.zeros((4, 6))
     m[1, 1], m[3, 5] = 3.0, 1.0
@@ -335,7 +335,7 @@ def test_saliency_figure_layout():
     import matplotlib
 
     matplotlib.use("Agg")
-    from deepinside.plotting import saliency_figure
+    from deepinside.figures.plotting import saliency_figure
 
     ims = [np.zeros((C, C, 3))] * 5
     fig = saliency_figure(ims, [torch.rand(5, C, C), torch.rand(5, C, C)], titles=list("abcde"), ncols=3)
@@ -351,7 +351,7 @@ def test_saliency_explorer_reacts_to_every_control():
     import matplotlib
 
     matplotlib.use("Agg")
-    from deepinside.widgets import saliency_explorer
+    from deepinside.figures.widgets import saliency_explorer
 
     clf = conv_clf()
     ui = saliency_explorer(clf, {"a": rand_pil(12, 12), "b": rand_pil(14, 10, 1)}, initial=False)
@@ -373,8 +373,8 @@ def test_di_saliency_stays_the_function_whatever_is_imported_first():
     import subprocess
     import sys
 
-    code = ("import deepinside as di\nfrom deepinside.saliency_maps import box_share\ndi.ten_crop_boxes\n"
-            "import deepinside.localisation\nassert callable(di.saliency), type(di.saliency)\n")
+    code = ("import deepinside as di\nfrom deepinside.methods.saliency_maps import box_share\ndi.ten_crop_boxes\n"
+            "import deepinside.measures.localisation\nassert callable(di.saliency), type(di.saliency)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
 

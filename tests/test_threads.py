@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import deepinside as di
-from deepinside import models
+from deepinside.core import models
 from state_helpers import assert_same_state, model_state, tiny_clf
 
 S = 16
@@ -128,7 +128,7 @@ def test_frozen_blocks_overlapping_in_threads_restore_once_the_last_closes():
 
 
 def test_hooks_do_not_fire_in_other_threads():
-    from deepinside.hooks import StopForward, forward_hook
+    from deepinside.core.hooks import StopForward, forward_hook
 
     net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU())
     x = torch.randn(1, 3, 4, 4)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import deepinside as di
-from deepinside import widgets
+from deepinside.figures import widgets
 from state_helpers import conv_clf, rand_pil
 
 matplotlib.use("Agg")

@@ -46,19 +46,19 @@ class _Choices:
 
 
 def _map_names() -> tuple[str, ...]:
-    from .maps import map_names
+    from .methods.maps import map_names
 
     return map_names()
 
 
 def _box_names() -> tuple[str, ...]:
-    from .evaluation import METHODS
+    from .measures.evaluation import METHODS
 
     return METHODS
 
 
 def _crop_names() -> tuple[str, ...]:
-    from .frames import CROPS
+    from .core.frames import CROPS
 
     return CROPS
 
@@ -129,6 +129,11 @@ def _parser() -> argparse.ArgumentParser:
                          "one of %(choices)s (default: the table of the usual rows)")
     ev.add_argument("--boxes", choices=_Choices(_box_names), metavar="NAME",
                     help="box rule with --maps: one of %(choices)s (default: graphcut)")
+    ev.add_argument("--metric", choices=("ilsvrc", "maxboxacc"), default="ilsvrc",
+                    help="ilsvrc: the top-1/top-k localisation error table (default); maxboxacc: "
+                         "MaxBoxAccV2 of Choe et al. (2020) per map (whole image resized to the "
+                         "input size, ground-truth class, all contours, thresholds 0.00-0.99; "
+                         "maps: --maps, else cam, gradient and the default map)")
     ev.add_argument("--map-option", action="append", type=_map_option, default=[], metavar="KEY=VALUE",
                     help="an option of the --maps method, repeatable (e.g. n=50 for smoothgrad, "
                          "stride=16 for occlusion)")
@@ -189,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fetch_data(args) -> int:
-    from .fetch import FetchError, fetch_ilsvrc_sample
+    from .core.fetch import FetchError, fetch_ilsvrc_sample
 
     try:
         roots = fetch_ilsvrc_sample(args.dest, progress=not args.quiet)
@@ -203,10 +208,10 @@ def _fetch_data(args) -> int:
 def _top_activations(args) -> int:
     import torch
 
-    from .data import IlsvrcDataset
-    from .features import ImageList
+    from .core.data import IlsvrcDataset
+    from .methods.features import ImageList
     from .jobs import save_top_activations, top_activations_job
-    from .layers import resolve_layer
+    from .core.layers import resolve_layer
 
     try:
         parts = [IlsvrcDataset(r, limit=args.limit) for r in args.roots]
@@ -260,7 +265,7 @@ def _channels(clf, module) -> int:
     def hook(m, a, y) -> None:  # returns None: the output is left as it is
         out["c"] = int(y.shape[1])
 
-    from .hooks import forward_hook
+    from .core.hooks import forward_hook
 
     with forward_hook(module, hook), torch.inference_mode():
         s = clf.input_size
@@ -270,7 +275,7 @@ def _channels(clf, module) -> int:
 
 def _store(out: Path, key: dict, **checks):
     """The shard store of ``--out`` (``checks``: ``inputs`` and ``check`` of :class:`ShardStore`)."""
-    from .distributed import ShardStore
+    from .core.distributed import ShardStore
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
@@ -282,8 +287,8 @@ def _store(out: Path, key: dict, **checks):
 
 def _records_digest(records: Sequence) -> Callable[[int, int], str]:
     """A shard's content hash: the bytes of its images and their annotations."""
-    from .data import record_files
-    from .distributed import files_digest
+    from .core.data import record_files
+    from .core.distributed import files_digest
 
     return lambda a, b: files_digest([f for r in records[a:b] for f in record_files(r)])
 
@@ -292,14 +297,22 @@ def _is_count(x: object, n: int) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= n
 
 
+def _wrong_rows(res: dict, n: int, names: Sequence[str]) -> str | None:
+    """An evaluate shard of ``n`` images that has another size or other rows than the job's."""
+    if res["n"] != n:
+        return f"n = {res['n']!r} for a shard of {n} images"
+    if sorted(res["rows"]) != sorted(names):
+        return f"rows {sorted(res['rows'])}, expected {sorted(names)}"
+    return None
+
+
 def _check_counts(names: Sequence[str], k: int) -> Callable[[dict, int, int], str | None]:
     """What is impossible in an evaluate shard of images ``a..b-1``."""
     def check(res: dict, a: int, b: int) -> str | None:
         n = b - a
-        if res["n"] != n:
-            return f"n = {res['n']!r} for a shard of {n} images"
-        if sorted(res["rows"]) != sorted(names):
-            return f"rows {sorted(res['rows'])}, expected {sorted(names)}"
+        wrong = _wrong_rows(res, n, names)
+        if wrong:
+            return wrong
         for name, c in res["rows"].items():
             if len(c) != 2 or not all(_is_count(x, n) for x in c):
                 return f"counts {c} of {name!r} are not two integers in 0..{n}"
@@ -364,7 +377,7 @@ def _check_map_options(method: str, opts: dict) -> None:
     """``--map-option`` values that the method ``method`` accepts, with the right types."""
     import inspect
 
-    from .maps import _REGISTRY
+    from .methods.maps import _REGISTRY
 
     params = {p.name: p for p in inspect.signature(_REGISTRY[method]).parameters.values()
               if p.kind == p.KEYWORD_ONLY}
@@ -384,7 +397,7 @@ def _check_map_options(method: str, opts: dict) -> None:
 
 
 def _class_models(args) -> int:
-    from .class_model import GALLERY
+    from .methods.class_model import GALLERY
     from .jobs import class_models_job
 
     clf = _classifier(args)
@@ -423,8 +436,8 @@ def _class_models(args) -> int:
 
 def _load_images(paths: Sequence[str]) -> list:
     """Every image decoded and checked (size) before anything else happens."""
-    from .data import load_image
-    from .localisation import MIN_SIDE
+    from .core.data import load_image
+    from .measures.localisation import MIN_SIDE
 
     images = []
     for p in paths:
@@ -460,7 +473,7 @@ def figure_names(paths: Sequence[str]) -> list[str]:
 
 
 def _classifier(args):
-    from .models import WeightsUnavailableError, load_classifier
+    from .core.models import WeightsUnavailableError, load_classifier
 
     try:
         return load_classifier(args.model, device=args.device)
@@ -469,7 +482,7 @@ def _classifier(args):
 
 
 def _localise(args) -> int:
-    from .localisation import localise_details
+    from .measures.localisation import localise_details
 
     images = _load_images(args.images)  # fail on a bad file before loading the network
     names = figure_names(args.images)
@@ -514,7 +527,7 @@ def _save_figure(path: Path, image, det, clf) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import localisation_figure, localisation_row
+    from .figures.plotting import localisation_figure, localisation_row
 
     fig = localisation_figure([localisation_row(image, det, class_names=clf.class_names)])
     try:
@@ -526,7 +539,7 @@ def _save_figure(path: Path, image, det, clf) -> None:
 
 
 def _evaluate(args) -> int:
-    from .data import IlsvrcDataset, UnreadableImageError
+    from .core.data import IlsvrcDataset, UnreadableImageError
 
     try:
         ds = IlsvrcDataset(args.root, limit=args.limit)   # validates every annotation
@@ -543,7 +556,7 @@ def _evaluate_rows(args) -> dict:
     """The rows of the table: :data:`deepinside.evaluation.EVALUATE_ROWS`, or with ``--maps`` /
     ``--boxes`` that one combination beside the two baselines (row name -> a row of
     :func:`deepinside.evaluation.localisation_table`)."""
-    from .evaluation import DEFAULT_MAPS, EVALUATE_ROWS, needs_saliency
+    from .measures.evaluation import DEFAULT_MAPS, EVALUATE_ROWS, needs_saliency
 
     baselines = {k: v for k, v in EVALUATE_ROWS.items() if not needs_saliency(v)}
     if args.maps is None and args.boxes is None:
@@ -558,7 +571,7 @@ def _shard_counts(clf, ds, k: int, crops: str, rows: dict, map_options: dict | N
     """Correct-guess counts (top-1, top-k) of every row on the images of ``ds`` (a shard), from
     the per-image outcomes: counts add up over shards, fractions would not.
     ``map_options``: map method -> its options (``--map-option``)."""
-    from .evaluation import localisation_table
+    from .measures.evaluation import localisation_table
 
     specs = {name: {"crops": crops, **spec,
                     **({"map_options": map_options[spec["maps"]]}
@@ -572,13 +585,47 @@ def _shard_counts(clf, ds, k: int, crops: str, rows: dict, map_options: dict | N
     return {"n": len(ds), "rows": counts}
 
 
+#: the maps ``evaluate --metric maxboxacc`` scores without ``--maps``
+MAXBOXACC_MAPS = ("cam", "gradient", "gradient_gradcam")
+
+
+def _maxboxacc_counts(clf, ds, maps: Sequence[str], options: dict | None) -> dict:
+    """Correct images per (threshold, IoU) of every map on a shard: they add up over shards."""
+    from .measures.maxboxacc import max_box_accuracy
+
+    rows = {}
+    for m in maps:
+        r = max_box_accuracy(clf, ds, maps=m, return_hits=True, **((options or {}).get(m) or {}))
+        rows[m] = r["hits"].sum(axis=0).astype(int).tolist()
+    return {"n": len(ds), "rows": rows}
+
+
+def _check_maxboxacc(maps: Sequence[str]) -> Callable[[dict, int, int], str | None]:
+    """What is impossible in a maxboxacc shard of images ``a..b-1``."""
+    from .measures.maxboxacc import DEFAULT_IOUS, default_thresholds
+
+    shape = (len(default_thresholds()), len(DEFAULT_IOUS))
+
+    def check(res: dict, a: int, b: int) -> str | None:
+        n = b - a
+        wrong = _wrong_rows(res, n, maps)
+        if wrong:
+            return wrong
+        for m, c in res["rows"].items():
+            if (len(c), len(c[0]) if c else 0) != shape or not all(_is_count(x, n) for r in c for x in r):
+                return f"counts of {m!r} are not a {shape[0]}x{shape[1]} table of integers in 0..{n}"
+        return None
+    return check
+
+
 def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     """The table, computed shard by shard: alone, or one shard set per torchrun process."""
-    from .distributed import Subset, distributed, run_sharded
-    from .models import resolve_device
+    from .core.distributed import Subset, distributed, run_sharded
+    from .core.models import resolve_device
 
     k = args.topk
-    rows = _evaluate_rows(args)
+    maxboxacc = getattr(args, "metric", "ilsvrc") == "maxboxacc"
+    rows = _evaluate_rows(args) if not maxboxacc else [args.maps] if args.maps else list(MAXBOXACC_MAPS)
     opts = dict(getattr(args, "map_option", None) or [])
     if opts and args.maps is None:
         raise UserError("--map-option needs --maps (the method the options are for)")
@@ -587,12 +634,14 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     options = {args.maps: opts} if opts else None
     key = {"job": "evaluate", "model": args.model, "topk": k, "crops": args.crops,
            "root": str(Path(args.root).resolve()), "images": [r.image_path.name for r in ds.records],
-           "rows": {name: spec.get("maps") for name, spec in rows.items()}, "shard_size": args.shard_size,
+           "rows": rows if maxboxacc else {name: spec.get("maps") for name, spec in rows.items()},
+           "shard_size": args.shard_size,
+           **({"metric": "maxboxacc"} if maxboxacc else {}),
            **({"map_options": {k_: repr(v) for k_, v in sorted(opts.items())}} if opts else {})}
     store = None
     if args.out is not None:
-        store = _store(args.out, key, inputs=_records_digest(ds.records),
-                       check=_check_counts([*rows, "classification"], k))
+        check = _check_maxboxacc(rows) if maxboxacc else _check_counts([*rows, "classification"], k)
+        store = _store(args.out, key, inputs=_records_digest(ds.records), check=check)
     device = resolve_device(args.device)
     with distributed(device, threads=args.threads) as ctx:
         clf = None
@@ -601,13 +650,18 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
             nonlocal clf
             if clf is None:  # not loaded when every shard is already on disk (merge only)
                 clf = _classifier(args)
-            return _shard_counts(clf, Subset(ds, range(a, b)), k, args.crops, rows, options)
+            part = Subset(ds, range(a, b))
+            if maxboxacc:
+                return _maxboxacc_counts(clf, part, rows, options)
+            return _shard_counts(clf, part, k, args.crops, rows, options)
 
         shards = run_sharded(len(ds), compute, shard_size=args.shard_size, ctx=ctx,
                              store=store, desc="evaluate")
         if not ctx.is_main:
             return 0
     n = sum(s["n"] for s in shards)
+    if maxboxacc:
+        return _print_maxboxacc(args, shards, rows, n)
     totals = {name: [sum(s["rows"][name][j] for s in shards) for j in (0, 1)]
               for name in [*rows, "classification"]}
     print(f"{n} images, {args.model}, saliency crops={args.crops}")
@@ -618,12 +672,31 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     return 0
 
 
+def _print_maxboxacc(args, shards: list, maps: Sequence[str], n: int) -> int:
+    """MaxBoxAccV2 per map from the merged counts (exactly the single-process numbers)."""
+    import numpy as np
+
+    from .measures.maxboxacc import DEFAULT_IOUS, max_box_accuracy_from_counts
+
+    print(f"{n} images, {args.model}, MaxBoxAccV2 (Choe et al. 2020): whole image, ground-truth "
+          f"class, all contours, thresholds 0.00-0.99")
+    ious = "".join(f"{f'IoU {d}':>10s}" for d in DEFAULT_IOUS)
+    print(f"{'map':22s} {'MaxBoxAccV2':>12s}{ious}  best thresholds")
+    for m in maps:
+        counts = np.sum([np.asarray(s["rows"][m]) for s in shards], axis=0)
+        r = max_box_accuracy_from_counts(counts, n)
+        per = "".join(f"{100 * r['per_iou'][d]:9.1f}%" for d in DEFAULT_IOUS)
+        best = " ".join(f"{r['best_threshold'][d]:.2f}" for d in DEFAULT_IOUS)
+        print(f"{m:22s} {100 * r['maxboxacc_v2']:11.1f}%{per}  {best}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepinside`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     if getattr(args, "crops", "") is None:
         args.crops = args.crops_default
-    from .distributed import ShardStoreError
+    from .core.distributed import ShardStoreError
 
     try:
         if args.command == "localise":

@@ -28,8 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .distributed import ShardStore, Subset, distributed, run_sharded
-from .features import ImageList, TopActivations, top_activations
+from .core.distributed import ShardStore, Subset, distributed, run_sharded
+from .methods.features import ImageList, TopActivations, top_activations
 
 __all__ = ["merge_top_activations", "top_activations_job", "class_models_job", "ClassModelEntry"]
 
@@ -123,7 +123,7 @@ def class_models_job(load_clf, classes: Sequence[int], *, shard_size: int = 8,
                      ) -> list[ClassModelEntry] | None:
     """Class models of ``classes`` (indices), ``shard_size`` classes per batched
     :func:`deepinside.class_model` call (``options`` pass through); merged on rank 0."""
-    from .class_model import class_model
+    from .methods.class_model import class_model
 
     with distributed(device, threads=threads) as ctx:
         clf = None

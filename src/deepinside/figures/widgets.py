@@ -49,7 +49,7 @@ class _Methods(Mapping):
     then ``"localisation"`` (GraphCut on the gradient map)."""
 
     def _names(self) -> list[str]:
-        from .maps import available_maps
+        from ..methods.maps import available_maps
 
         return list(available_maps()) + ["localisation"]
 
@@ -120,8 +120,8 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
         crops: ``"center"`` (the network's centre crop) or ``"ten"`` (the paper's 10-crop
             average; ``"occlusion"`` always uses the centre crop, and says so in the result).
     """
-    from .backprop import backward_rule
-    from .localisation import bounding_box, saliency_in_image, segment
+    from ..methods.backprop import backward_rule
+    from ..measures.localisation import bounding_box, saliency_in_image, segment
 
     _check("method", method, METHODS)
     _check("crops", crops, CROPS)
@@ -132,8 +132,8 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
     else:
         c = int(clf.class_index(target))
     if method == "occlusion":
-        from .occlusion import occlusion
-        from .saliency_maps import saliency_to_image
+        from ..methods.occlusion import occlusion
+        from ..methods.saliency_maps import saliency_to_image
 
         window, stride = occlusion_geometry(clf)
         occ = occlusion(clf, [image], target=c, window=window, stride=stride,
@@ -272,7 +272,7 @@ class Explorer:
     def _on_upload(self, change) -> None:
         from PIL import ImageOps
 
-        from .data import to_rgb
+        from ..core.data import to_rgb
 
         files = change["new"]
         if not files:

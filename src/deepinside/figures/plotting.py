@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .frames import MAP_CROPS, central_square, check_crops
-from .saliency_maps import saliency
+from ..core.frames import MAP_CROPS, central_square, check_crops
+from ..methods.saliency_maps import saliency
 
 __all__ = [
     "as_image_array", "image_grid", "draw_box", "predictions_figure",

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import forward_hooks
+from ..core.hooks import forward_hooks
 
 __all__ = ["RULES", "backward_rule", "find_rectifiers", "RuleStats", "score_gradient",
            "input_gradient", "map_correlation", "bounded_rectifier_saturation"]

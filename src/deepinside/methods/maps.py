@@ -51,11 +51,11 @@ from PIL import Image
 from torch import nn
 
 from .backprop import backward_rule, score_gradient
-from .frames import MAP_CROPS, check_crops, ten_crop_batch, ten_crop_boxes, ten_crop_coverage
-from .hooks import forward_hook
-from .layers import spatial_layers
-from .inputs import as_images, as_input, as_targets, check_bool, check_int, check_real
-from .models import Classifier, frozen
+from ..core.frames import MAP_CROPS, check_crops, ten_crop_batch, ten_crop_boxes, ten_crop_coverage
+from ..core.hooks import forward_hook
+from ..core.layers import spatial_layers
+from ..core.inputs import as_images, as_input, as_targets, check_bool, check_int, check_real
+from ..core.models import Classifier, frozen
 
 __all__ = ["compute_maps", "register_map", "map_names", "available_maps", "MapFunction",
            "cam_layers", "conv_layers", "signed_gradient"]

@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ._progress import progress
-from .hooks import forward_hook
-from .inputs import as_batch, check_int
-from .layers import device_of, net_of, resolve_layer
+from ..core._progress import progress
+from ..core.hooks import forward_hook
+from ..core.inputs import as_batch, check_int
+from ..core.layers import device_of, net_of, resolve_layer
 
 __all__ = ["occlusion", "OcclusionResult", "occlusion_grid", "window_boxes", "resolve_layer",
            "box_to_input", "inside_box_share", "object_vs_background", "own_field_effect",
@@ -428,7 +428,7 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
     ``requires_grad`` flags, buffers and hooks are unchanged afterwards (restored, and the
     temporary forward hook removed, in ``finally``); no gradient is computed.
     """
-    from .models import frozen
+    from ..core.models import frozen
 
     net = net_of(clf)
     module = resolve_layer(net, layer) if layer is not None else None
@@ -688,7 +688,7 @@ def occlusion_study(clf: Any, images: Sequence[Image.Image], labels: Sequence[in
     ``window``/``stride`` default to a coarse 3 x 3 grid on a 224 input (cheap enough for many
     images).
     """
-    from .layers import activations
+    from ..core.layers import activations
 
     x = clf.preprocess(list(images))
     res = occlusion(clf, x, target=None if labels is None else list(labels), window=window,

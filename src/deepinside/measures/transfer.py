@@ -12,9 +12,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .class_model import ClassModelResult
-from .models import Classifier, WeightsUnavailableError, load_classifier
-from .param import high_frequency_share
+from ..methods.class_model import ClassModelResult
+from ..core.models import Classifier, WeightsUnavailableError, load_classifier
+from ..methods.param import high_frequency_share
 
 __all__ = ["SIBLINGS", "load_siblings", "recognition", "summary_rows", "snapshot_rows", "markdown_table"]
 

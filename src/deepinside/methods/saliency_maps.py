@@ -44,12 +44,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._progress import progress
+from ..core._progress import progress
 from .backprop import map_correlation
-from .frames import MAP_CROPS, check_crops, map_to_image, ten_crop_boxes
-from .inputs import as_targets
+from ..core.frames import MAP_CROPS, check_crops, map_to_image, ten_crop_boxes
+from ..core.inputs import as_targets
 from .maps import map_pipeline, rule_map
-from .models import Classifier
+from ..core.models import Classifier
 
 __all__ = ["saliency", "ten_crop_boxes",  # ten_crop_boxes: re-exported from frames
            "saliency_to_image", "saliency_box_share", "box_share", "saliency_cost",

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .layers import forward_to, net_of, resolve_layer
+from ..core.layers import forward_to, net_of, resolve_layer
 
 __all__ = ["receptive_field"]
 

@@ -75,7 +75,7 @@ def photo_paths(roots: Sequence[str | os.PathLike] | None = None) -> list[Path]:
     the one :func:`deepinside.data.default_ilsvrc_root` finds. Returns ``[]`` when none exist.
     """
     if roots is None:
-        from .data import default_ilsvrc_root
+        from ..core.data import default_ilsvrc_root
 
         first = default_ilsvrc_root()
         if first is None:

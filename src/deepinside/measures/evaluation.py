@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._progress import progress
-from .backprop import RULES
-from .data import load_image
-from .frames import Crops, check_crops, frame_box, map_to_image
+from ..core._progress import progress
+from ..methods.backprop import RULES
+from ..core.data import load_image
+from ..core.frames import Crops, check_crops, frame_box, map_to_image
 from .localisation import SegmentParams, bounding_box, full_image_input, segment, smooth_saliency
-from .maps import compute_maps
+from ..methods.maps import compute_maps
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
            "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods",

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._progress import progress
-from .inputs import check_bool as _check_bool, check_int as _check_int, check_real as _check_real
-from .models import Classifier, frozen
+from ..core._progress import progress
+from ..core.inputs import check_bool as _check_bool, check_int as _check_int, check_real as _check_real
+from ..core.models import Classifier, frozen
 
 __all__ = ["class_model", "ClassModelResult", "FourierParam", "OBJECTIVES", "OPTIMIZERS", "PARAMS",
            "PARAM_DEFAULTS", "GALLERY", "cached_class_model", "default_cache_dir", "recognised",

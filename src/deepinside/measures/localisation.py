@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import to_rgb
-from .frames import CROPS, Crops, check_crops, full_image_size, map_to_image, working_copy
-from .saliency_maps import saliency as _saliency
+from ..core.data import to_rgb
+from ..core.frames import CROPS, Crops, check_crops, full_image_size, map_to_image, working_copy
+from ..methods.saliency_maps import saliency as _saliency
 
 __all__ = ["segment", "segment_details", "SegmentParams", "bounding_box", "localise", "localise_details", "saliency_seeds", "smooth_saliency",
            "saliency_in_image", "full_image_input", "Segmentation", "Detection", "LocalisationDetails"]
@@ -585,7 +585,7 @@ def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Cr
     """
     import cv2
 
-    from .maps import compute_maps
+    from ..methods.maps import compute_maps
 
     check_crops(crops)
     classes = [clf.class_index(c) for c in classes]

@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ._progress import progress
-from .inputs import as_batch, check_bool, check_int
-from .layers import device_of, forward_to, net_of, resolve_layer
+from ..core._progress import progress
+from ..core.inputs import as_batch, check_bool, check_int
+from ..core.layers import device_of, forward_to, net_of, resolve_layer
 from .receptive import receptive_field  # noqa: F401 (public here too: di.receptive_field)
 
 __all__ = ["TopActivations", "top_activations", "receptive_field", "project", "aligned_projections",
@@ -83,7 +83,7 @@ class ImageList:
 def ilsvrc_roots() -> list[Path]:
     """The ILSVRC validation folders present: ``default_ilsvrc_root()`` and, next to it,
     ``ilsvrc2012-val-650-227px`` (the book's two sample folders); empty when there are none."""
-    from .data import default_ilsvrc_root
+    from ..core.data import default_ilsvrc_root
 
     root = default_ilsvrc_root()
     if root is None or not (root / "images").is_dir():
@@ -245,7 +245,7 @@ def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str]
     n_seen = 0
     total = len(images_or_dataset) if hasattr(images_or_dataset, "__len__") else None
     bar = progress(total=total, desc="top activations", unit="img", disable=not show_progress)
-    from .models import frozen
+    from ..core.models import frozen
 
     try:
         with frozen(net), torch.inference_mode():
@@ -355,7 +355,7 @@ def project(clf: Any, image: Any, layer: str, unit: int | Sequence[int],
             before any rectifier with a rule other than ``"gradient"``.
     """
     from .backprop import RULES, backward_rule
-    from .models import frozen
+    from ..core.models import frozen
 
     if rule not in RULES:
         raise ValueError(f"unknown backward rule {rule!r}; choose one of {RULES}")
@@ -594,7 +594,7 @@ def book_images(seed: int = 0) -> tuple[ImageList, str, bool]:
     the offline photographs and their mirror images. Returns ``(data, description, has_boxes)``."""
     from PIL import ImageOps
 
-    from .data import IlsvrcDataset, sample_images
+    from ..core.data import IlsvrcDataset, sample_images
 
     roots = ilsvrc_roots()
     if roots:
@@ -609,7 +609,7 @@ def book_images(seed: int = 0) -> tuple[ImageList, str, bool]:
 def layer_table(clf: Any, layers: Sequence[str]) -> list[dict[str, Any]]:
     """Shape and receptive field of some layers: ``[{layer, channels, map, rf, stride}]``, the
     receptive field being that of the central unit (pixels, clipped to the input)."""
-    from .models import frozen
+    from ..core.models import frozen
 
     net = net_of(clf)
     size = getattr(clf, "input_size", 224)

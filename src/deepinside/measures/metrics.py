@@ -39,11 +39,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ._progress import progress
-from .frames import map_to_image
-from .inputs import check_int, check_real
-from .maps import _REGISTRY, compute_maps, map_names
-from .models import Classifier, frozen
+from ..core._progress import progress
+from ..core.frames import map_to_image
+from ..core.inputs import check_int, check_real
+from ..methods.maps import _REGISTRY, compute_maps, map_names
+from ..core.models import Classifier, frozen
 
 __all__ = ["pointing_game", "pointing_hits", "centre_point", "pointing_maps", "map_points",
            "smooth_maps", "pointing_protocols", "PROTOCOLS", "deletion_insertion", "baseline_maps",
@@ -196,7 +196,7 @@ def pointing_maps(clf: Classifier, images: Sequence[Image.Image], targets: Seque
     ``clf.preprocess``), ``"full"`` the whole image resized so its shorter side is
     ``clf.input_size`` (:func:`deepinside.localisation.full_image_input`, TorchRay's
     ``Resize(224)`` without a crop); equally sized inputs go through the method together."""
-    from .frames import check_crops
+    from ..core.frames import check_crops
     from .localisation import full_image_input
 
     if check_crops(crops, ("center", "full")) == "center":
@@ -278,7 +278,7 @@ def pointing_game(
             for ``"center"``, :func:`deepinside.frames.full_image_size` for ``"full"``) or with
             NaN/Inf values; boxes outside their image (:func:`pointing_hits`).
     """
-    from .frames import check_crops
+    from ..core.frames import check_crops
 
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
@@ -332,7 +332,7 @@ def pointing_game(
 def _check_precomputed(maps: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]], clf: Classifier,
                        crops: str, start: int) -> None:
     """Precomputed maps of images ``start, start + 1, ...`` have their frame's grid and are finite."""
-    from .frames import full_image_size
+    from ..core.frames import full_image_size
 
     for k, (m, (w, h)) in enumerate(zip(maps, sizes)):
         c = clf.input_size
@@ -489,7 +489,7 @@ def deletion_insertion(
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if not 0 <= seed < 2 ** 63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed!r}")
-    from .maps import _as_input, _as_targets
+    from ..methods.maps import _as_input, _as_targets
 
     x = _as_input(clf, images, "deletion_insertion")
     n, _, h, w = x.shape
@@ -734,7 +734,7 @@ def randomisation_test(
     for k in metrics:
         if k not in SIMILARITIES:
             raise ValueError(f"unknown similarity {k!r}; known: {SIMILARITIES}")
-    from .maps import _as_input, _as_targets
+    from ..methods.maps import _as_input, _as_targets
 
     x = _as_input(clf, images, "randomisation_test")
     with frozen(clf.net):
@@ -889,7 +889,7 @@ def cached(name: str, key: Any, compute: Callable[[], Any], cache_dir: str | Pat
         return compute()
     import warnings
 
-    from ._version import __version__
+    from .._version import __version__
 
     digest = hashlib.sha256(repr((key, __version__, CACHE_VERSION)).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"{name}-{digest}.npz"

@@ -1,0 +1,547 @@
+r"""MaxBoxAccV2: the box-localisation metric of Choe et al. (2020), as wsolevaluation computes it.
+
+Choe, Oh, Lee, Chun, Akata, Shim, "Evaluating Weakly Supervised Object Localization Methods
+Right", CVPR 2020, Sect. 4 ("Evaluation metrics"), and its reference code
+(github:clovaai/wsolevaluation, ``evaluation.py`` / ``inference.py`` / ``data_loaders.py``).
+For a score map :math:`s(X_n) \in [0, 1]^{H \times W}`, a score-map threshold :math:`\tau` and
+an IoU threshold :math:`\delta`,
+
+.. math::
+
+    \mathrm{BoxAcc}(\tau, \delta) = \frac1N \sum_{n=1}^N
+        \mathbb 1\bigl[\mathrm{IoU}(\mathrm{box}(s(X_n), \tau), B_n) \ge \delta\bigr],
+    \qquad
+    \mathrm{MaxBoxAcc}(\delta) = \max_\tau \mathrm{BoxAcc}(\tau, \delta),
+
+and :math:`\mathrm{MaxBoxAccV2} = \frac13 \sum_{\delta \in \{0.3, 0.5, 0.7\}}
+\mathrm{MaxBoxAcc}(\delta)`. In the V2 metric, :math:`\mathrm{box}(s, \tau)` is the set of the
+bounding boxes of **all** contours of :math:`\{s > \tau\}` and :math:`B_n` the set of all
+ground-truth boxes of the image; the IoU is the best match between the two sets. The V1
+metric (``multi_contour=False``) keeps only the largest contour; the paper's MaxBoxAcc (V1) is
+its value at :math:`\delta = 0.5`.
+
+The protocol, step by step (wsolevaluation's conventions, kept here):
+
+* the test image is resized as a whole to 224 x 224 (no crop; ``transforms.Resize((224, 224))``);
+* the CAM of the ground-truth class is resized to 224 (``cv2.INTER_CUBIC``) and min-max
+  normalised (a constant or NaN map becomes all zeros);
+* :math:`\tau \in` ``np.arange(0, 1, cam_curve_interval)``; the command line of
+  ``evaluation.py`` defaults to ``cam_curve_interval = 0.01`` (100 thresholds, our default),
+  the training config to 0.001;
+* at each :math:`\tau`: ``cv2.threshold`` of ``(s * 255).astype(uint8)`` at
+  ``int(tau * max)`` (``THRESH_BINARY``: strictly greater), ``cv2.findContours`` (``RETR_TREE``,
+  ``CHAIN_APPROX_SIMPLE``: holes are contours too), and ``x, y, w, h = cv2.boundingRect(c)``
+  gives the box ``(x, y, min(x + w, W - 1), min(y + h, H - 1))``. Note that ``x + w`` is one
+  past the last pixel while the IoU below treats ``x1`` as inclusive: a map that is exactly an
+  inclusive ``w x h`` box scores IoU ``wh / ((w+1)(h+1))`` against it, not 1 (their quirk, kept);
+* no contour (an empty mask): the box ``[0, 0, 0, 0]``;
+* IoU with inclusive areas, ``(x1 - x0 + 1) * (y1 - y0 + 1)``; a non-positive union gives 0;
+* ground-truth boxes, given in wsolevaluation's ``localization.txt`` as the XML's
+  ``(xmin, ymin, xmax, ymax)`` in original pixels (inclusive corners), are scaled to 224 as
+  ``int(x * 224 / width)`` (each corner, truncated);
+* an image is correct at :math:`(\tau, \delta)` if the largest IoU over (predicted boxes x
+  ground-truth boxes) is :math:`\ge \delta`.
+
+Where this module differs:
+
+* Frames. :class:`~deepinside.data.IlsvrcRecord` boxes are half-open
+  (``x1 = xmax + 1``). :func:`max_box_accuracy` converts them back to the XML's inclusive corners,
+  ``(x0, y0, x1 - 1, y1 - 1)``, then scales each corner by ``int(v * S / width)`` (``S`` =
+  ``clf.input_size``; ``height`` for y), which is exactly wsolevaluation's ``resize_bbox`` of
+  the XML box. :func:`box_hits` takes boxes already in that inclusive frame.
+* Resizing the image uses ``clf.interpolation`` (the classifier's PIL filter: bicubic for
+  EfficientNet-Lite0) where wsolevaluation uses torchvision's default (PIL bilinear).
+* Maps come from :func:`deepinside.maps.compute_maps`, already on the ``S x S`` input grid: for
+  ``"cam"`` that is the coarse CAM rectified (ReLU) and upsampled bilinearly, not wsolevaluation's
+  unrectified CAM upsampled bicubically (``signed=True`` skips the ReLU). A map on another grid
+  is resized with ``cv2.INTER_CUBIC`` as theirs.
+* Accuracies are fractions in [0, 1], not percentages.
+* ``best_threshold`` (not reported by wsolevaluation) is the smallest :math:`\tau` attaining the
+  maximum. Choe et al. choose :math:`\tau` on a held-out split (``train-fullsup``); with
+  :func:`accuracy_at` thresholds chosen on one set are applied to another, and
+  :func:`max_box_accuracy` itself maximises over :math:`\tau` on the set it is given, as
+  ``BoxEvaluator.compute`` does.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DEFAULT_IOUS", "accuracy_at", "bootstrap_se_maxboxacc", "box_hits", "box_iou",
+           "default_thresholds", "max_box_accuracy", "max_box_accuracy_from_counts",
+           "max_box_accuracy_from_hits"]
+
+DEFAULT_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
+"""The IoU thresholds :math:`\\delta` of MaxBoxAccV2 (Choe et al. 2020, Sect. 4)."""
+
+
+def default_thresholds(cam_curve_interval: float = 0.01) -> np.ndarray:
+    """``np.arange(0, 1, cam_curve_interval)``, rounded to 10 decimals, ``(T,)`` float64.
+
+    The rounding only tidies the reported thresholds (0.07 rather than 0.07000000000000001): for
+    the interval 0.01 every ``int(tau * 255)`` is the same as with the unrounded values.
+    """
+    if not isinstance(cam_curve_interval, numbers.Real) or not 0 < float(cam_curve_interval) < 1:
+        raise ValueError(f"cam_curve_interval must be in (0, 1), got {cam_curve_interval!r}")
+    return np.round(np.arange(0.0, 1.0, float(cam_curve_interval)), 10)
+
+
+# -- argument checks ---------------------------------------------------------------------------
+
+
+def _check_ious(ious: Any) -> tuple[float, ...]:
+    try:
+        vals = tuple(ious)
+    except TypeError:
+        raise TypeError(f"ious must be a sequence of numbers in (0, 1], got {ious!r}") from None
+    if not vals:
+        raise ValueError("ious must hold at least one IoU threshold in (0, 1]")
+    out = []
+    for v in vals:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"ious must be numbers in (0, 1], got {v!r}")
+        if not (math.isfinite(float(v)) and 0.0 < float(v) <= 1.0):
+            raise ValueError(f"every IoU threshold must be in (0, 1], got {v!r} in {vals}")
+        out.append(float(v))
+    if len(set(out)) != len(out):
+        raise ValueError(f"ious has repeated values: {vals}")
+    return tuple(out)
+
+
+def _check_thresholds(thresholds: Any) -> np.ndarray:
+    if thresholds is None:
+        return default_thresholds()
+    t = np.asarray(thresholds, dtype=np.float64)
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {t.shape}")
+    if not np.all(np.isfinite(t)) or t.min() < 0 or t.max() >= 1:
+        raise ValueError("score-map thresholds must lie in [0, 1) (s > tau at tau = 1 is empty)")
+    return t
+
+
+def _check_hits(hits: Any, ious: tuple[float, ...], thresholds: np.ndarray | None = None) -> np.ndarray:
+    h = np.asarray(hits)
+    if h.ndim != 3 or h.dtype != np.bool_:
+        raise ValueError(f"hits must be a boolean (N, T, D) array, got {h.dtype} of shape {h.shape}")
+    if h.shape[0] == 0:
+        raise ValueError("hits holds no image (N = 0)")
+    if h.shape[2] != len(ious):
+        raise ValueError(f"hits has D = {h.shape[2]} IoU columns but ious has {len(ious)}: {ious}")
+    if thresholds is not None and h.shape[1] != len(thresholds):
+        raise ValueError(f"hits has T = {h.shape[1]} thresholds but thresholds has {len(thresholds)}")
+    return h
+
+
+def _check_gt(gt_boxes: Any, n: int) -> list[np.ndarray]:
+    if len(gt_boxes) != n:
+        raise ValueError(f"gt_boxes has {len(gt_boxes)} entries for {n} score maps: give one list of "
+                         "boxes per map")
+    out = []
+    for i, boxes in enumerate(gt_boxes):
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if len(boxes) else np.zeros((0, 4))
+        if b.shape[0] == 0:
+            raise ValueError(f"image {i} has no ground-truth box")
+        if not np.all(np.isfinite(b)) or (b < 0).any():
+            raise ValueError(f"image {i}: box coordinates must be finite and non-negative, got {b.tolist()}")
+        if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+            raise ValueError(f"image {i}: boxes must be (x0, y0, x1, y1) with x1 >= x0, y1 >= y0 "
+                             f"(inclusive corners), got {b.tolist()}")
+        out.append(b)
+    return out
+
+
+# -- the core -----------------------------------------------------------------------------------
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` ``(K, 4)`` with every box of ``b`` ``(G, 4)``: ``(K, G)`` float64.
+
+    wsolevaluation's ``calculate_multiple_iou``: boxes ``(x0, y0, x1, y1)`` with inclusive corners,
+    areas ``(x1 - x0 + 1) * (y1 - y0 + 1)``, intersection clipped at 0, and IoU 0 where the union is
+    not positive.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
+    iw = np.maximum(0.0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+    ih = np.maximum(0.0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    union = area_a + area_b - inter
+    ok = union > 0
+    return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
+
+
+_FEW = 16  # up to this many contours, cv2.boundingRect in a loop beats the vectorised reduceat
+
+
+def _contour_boxes(contours: Sequence[np.ndarray], width: int, height: int, multi_contour: bool) -> np.ndarray:
+    """Boxes ``(k, 4)`` int64 of ``cv2.findContours``' contours, as wsolevaluation's ``scoremap2bbox``.
+
+    ``cv2.boundingRect`` of integer points is ``(min x, min y, max x - min x + 1, ...)``, so the box
+    ``(x, y, x + w, y + h)`` is ``(min x, min y, max x + 1, max y + 1)``, then clipped to
+    ``W - 1, H - 1``: computed for all contours at once with ``reduceat`` when there are many
+    (noisy maps give hundreds), with ``cv2.boundingRect`` when there are few (cheaper). For V1 the
+    largest contour by ``cv2.contourArea`` (the first among equals, as Python's ``max``) is kept.
+    """
+    if len(contours) == 0:
+        return np.zeros((1, 4), dtype=np.int64)
+    if len(contours) <= _FEW or not multi_contour:
+        import cv2
+
+        if not multi_contour:
+            contours = [max(contours, key=cv2.contourArea)]
+        rects = [cv2.boundingRect(c) for c in contours]
+        return np.array([(x, y, min(x + w, width - 1), min(y + h, height - 1)) for x, y, w, h in rects],
+                        dtype=np.int64)
+    lens = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
+    pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    lo_x = np.minimum.reduceat(pts[:, 0], starts)
+    lo_y = np.minimum.reduceat(pts[:, 1], starts)
+    hi_x = np.minimum(np.maximum.reduceat(pts[:, 0], starts) + 1, width - 1)
+    hi_y = np.minimum(np.maximum.reduceat(pts[:, 1], starts) + 1, height - 1)
+    return np.stack([lo_x, lo_y, hi_x, hi_y], axis=1)
+
+
+def box_hits(
+    scoremaps: np.ndarray,
+    gt_boxes: Sequence[Sequence[Sequence[float]]],
+    thresholds: Sequence[float] | np.ndarray | None = None,
+    ious: Sequence[float] = DEFAULT_IOUS,
+    multi_contour: bool = True,
+) -> np.ndarray:
+    r"""Which image is correctly localised at each (score-map threshold, IoU threshold).
+
+    ``hits[n, t, d] = 1[max IoU(box(s_n, tau_t), B_n) >= delta_d]``, the summand of Choe et al.'s
+    BoxAcc: see the module docstring for the exact protocol (wsolevaluation's
+    ``compute_bboxes_from_scoremaps`` and ``BoxEvaluator.accumulate``).
+
+    Args:
+        scoremaps: ``(N, H, W)`` score maps in [0, 1] (min-max normalised: wsolevaluation requires
+            each map to attain 0 and 1, or to be all zeros); float.
+        gt_boxes: for each map, its ground-truth boxes ``(x0, y0, x1, y1)`` in the map's pixel
+            frame with **inclusive** corners (wsolevaluation's convention: the XML's ``xmin ..
+            xmax`` scaled to the map), at least one per map.
+        thresholds: ``(T,)`` score-map thresholds :math:`\tau` in [0, 1); None = ``np.arange(0, 1,
+            0.01)`` (:func:`default_thresholds`).
+        ious: ``(D,)`` IoU thresholds :math:`\delta` in (0, 1].
+        multi_contour: True: boxes of all contours (MaxBoxAccV2); False: the largest contour only
+            (the V1 metric).
+
+    Returns:
+        ``(N, T, D)`` bool.
+    """
+    import cv2  # opencv-python-headless
+
+    ious = _check_ious(ious)
+    t = _check_thresholds(thresholds)
+    multi_contour = bool(multi_contour)
+    s = np.asarray(scoremaps)
+    if s.ndim != 3 or s.shape[0] == 0 or s.shape[1] < 1 or s.shape[2] < 1:
+        raise ValueError(f"scoremaps must be a non-empty (N, H, W) array, got shape {s.shape}")
+    if not np.issubdtype(s.dtype, np.floating):
+        raise ValueError(f"scoremaps must be floating point in [0, 1], got {s.dtype}")
+    if np.isnan(s).any() or s.min() < 0 or s.max() > 1:
+        raise ValueError("scoremaps must lie in [0, 1] without NaN (min-max normalise each map first)")
+    gts = _check_gt(gt_boxes, s.shape[0])
+    n, height, width = s.shape
+    delta = np.asarray(ious, dtype=np.float64)
+    hits = np.zeros((n, len(t), len(ious)), dtype=bool)
+    img8_all = (s * 255).astype(np.uint8)          # wsolevaluation: (scoremap * 255).astype(uint8)
+    for i in range(n):
+        img8 = img8_all[i]
+        top = int(img8.max())
+        levels = (t * top).astype(np.int64)          # int(threshold * np.max(scoremap_image))
+        # masks {img8 > level} are nested: a threshold that adds no pixel gives the same boxes
+        above = img8.size - np.cumsum(np.bincount(img8.ravel(), minlength=256))[levels]
+        new = np.ones(len(t), dtype=bool)
+        new[1:] = above[1:] != above[:-1]
+        boxes, owner = [], []
+        for j in np.flatnonzero(new):
+            _, binary = cv2.threshold(img8, int(levels[j]), 255, cv2.THRESH_BINARY)
+            contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+            b = _contour_boxes(contours, width, height, multi_contour)
+            boxes.append(b)
+            owner.append(len(b))
+        best = box_iou(np.concatenate(boxes), gts[i]).max(axis=1)        # (K,) over the gt boxes
+        per_mask = np.maximum.reduceat(best, np.concatenate(([0], np.cumsum(owner)[:-1])))
+        per_t = per_mask[np.cumsum(new) - 1]                             # (T,)
+        hits[i] = per_t[:, None] >= delta[None, :]
+    return hits
+
+
+# -- from hits to accuracies ---------------------------------------------------------------------
+
+
+def max_box_accuracy_from_hits(
+    hits: np.ndarray,
+    ious: Sequence[float] = DEFAULT_IOUS,
+    thresholds: Sequence[float] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    r"""MaxBoxAcc per IoU threshold and MaxBoxAccV2 from :func:`box_hits`' ``(N, T, D)`` hits.
+
+    :math:`\mathrm{BoxAcc}(\tau, \delta)` = ``hits.mean(0)`` ``(T, D)``; MaxBoxAcc(delta) is its
+    maximum over :math:`\tau` (on these same images, as wsolevaluation's ``BoxEvaluator.compute``);
+    MaxBoxAccV2 the mean of those over the D IoU thresholds.
+
+    Args:
+        hits: ``(N, T, D)`` bool.
+        ious: the D IoU thresholds, in the order of ``hits``' last axis.
+        thresholds: the T score-map thresholds (None: :func:`default_thresholds`), for
+            ``best_threshold``.
+
+    Returns:
+        ``{"maxboxacc_v2": float, "per_iou": {delta: float}, "best_threshold": {delta: tau},
+        "n": N}``. Accuracies are fractions in [0, 1] (the paper's tables give percentages).
+        ``best_threshold`` is the smallest :math:`\tau` attaining the maximum. With hits from
+        ``multi_contour=False``, ``"maxboxacc_v2"`` is the mean of the single-contour values and the
+        paper's V1 MaxBoxAcc is ``per_iou[0.5]``.
+    """
+    ious = _check_ious(ious)
+    t = _check_thresholds(thresholds)
+    h = _check_hits(hits, ious, t)
+    return max_box_accuracy_from_counts(h.sum(axis=0), int(h.shape[0]), ious, t)
+
+
+def max_box_accuracy_from_counts(
+    counts: np.ndarray,
+    n: int,
+    ious: Sequence[float] = DEFAULT_IOUS,
+    thresholds: Sequence[float] | np.ndarray | None = None,
+) -> dict[str, Any]:
+    r""":func:`max_box_accuracy_from_hits` from the number of correct images per
+    :math:`(\tau, \delta)`, ``counts`` ``(T, D)`` ints out of ``n`` images: counts of disjoint
+    shards add up, so a sharded run merges exactly (``deepinside evaluate --metric maxboxacc``)."""
+    ious = _check_ious(ious)
+    t = _check_thresholds(thresholds)
+    c = np.asarray(counts)
+    if c.shape != (len(t), len(ious)) or n < 1 or (c < 0).any() or (c > n).any():
+        raise ValueError(f"counts must be ({len(t)}, {len(ious)}) integers in 0..n with n >= 1, got "
+                         f"shape {c.shape} and n = {n}")
+    acc = c / n                                # (T, D): BoxAcc(tau, delta)
+    best = acc.argmax(axis=0)                  # (D,), first maximum = smallest tau
+    per = {d: float(acc[best[k], k]) for k, d in enumerate(ious)}
+    return {"maxboxacc_v2": float(np.mean(list(per.values()))), "per_iou": per,
+            "best_threshold": {d: float(t[best[k]]) for k, d in enumerate(ious)}, "n": int(n)}
+
+
+def accuracy_at(
+    hits: np.ndarray,
+    thresholds_chosen: Mapping[float, float],
+    *,
+    ious: Sequence[float] = DEFAULT_IOUS,
+    thresholds: Sequence[float] | np.ndarray | None = None,
+) -> dict[float, float]:
+    r"""BoxAcc(tau_delta, delta) at score-map thresholds chosen elsewhere (e.g. on another split).
+
+    Choe et al. (2020, Sect. 5) choose hyper-parameters, the score-map threshold included, on a
+    held-out fully supervised split (``train-fullsup``) and report on ``test``; pass here the
+    ``best_threshold`` of :func:`max_box_accuracy_from_hits` on the first set and the hits of the
+    second.
+
+    Args:
+        hits: ``(N, T, D)`` bool (:func:`box_hits`).
+        thresholds_chosen: ``{delta: tau}`` for some or all ``delta`` of ``ious``; each ``tau`` must
+            be one of ``thresholds`` (to 1e-9).
+        ious: the D IoU thresholds of ``hits``' last axis.
+        thresholds: the T score-map thresholds of ``hits``' second axis (None: the default).
+
+    Returns:
+        ``{delta: accuracy}`` (fractions in [0, 1]) for each ``delta`` of ``thresholds_chosen``.
+    """
+    ious = _check_ious(ious)
+    t = _check_thresholds(thresholds)
+    h = _check_hits(hits, ious, t)
+    if not isinstance(thresholds_chosen, Mapping) or not thresholds_chosen:
+        raise ValueError(f"thresholds_chosen must be a non-empty {{iou: threshold}} mapping, got "
+                         f"{thresholds_chosen!r}")
+    out = {}
+    for d, tau in thresholds_chosen.items():
+        col = [k for k, v in enumerate(ious) if math.isclose(float(d), v, abs_tol=1e-9)]
+        if not col:
+            raise ValueError(f"IoU threshold {d!r} is not one of ious {ious}")
+        row = np.flatnonzero(np.isclose(t, float(tau), rtol=0, atol=1e-9))
+        if row.size == 0:
+            raise ValueError(f"threshold {tau!r} (for IoU {d}) is not one of the {len(t)} score-map "
+                             f"thresholds of hits ({t[0]:g} .. {t[-1]:g})")
+        out[ious[col[0]]] = float(h[:, row[0], col[0]].mean())
+    return out
+
+
+def bootstrap_se_maxboxacc(
+    hits: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    ious: Sequence[float] = DEFAULT_IOUS,
+) -> dict[str, Any]:
+    r"""Bootstrap standard errors of MaxBoxAccV2 and of each MaxBoxAcc(delta), resampling images.
+
+    Each of ``n_boot`` resamples draws N images with replacement (``numpy.random.default_rng(seed)``)
+    and **re-maximises over** :math:`\tau` within the resample, so the optimism of choosing
+    :math:`\tau` on the test images is part of the spread. Vectorised: the resampled counts
+    ``(B, N)`` (``np.bincount``) times the hits ``(N, T*D)`` give every resample's BoxAcc at once.
+
+    Args:
+        hits: ``(N, T, D)`` bool.
+        n_boot: number of resamples (>= 2).
+        seed: the generator's seed; same seed, same answer.
+        ious: the D IoU thresholds of ``hits``' last axis (the keys of ``per_iou``).
+
+    Returns:
+        ``{"maxboxacc_v2": se, "per_iou": {delta: se}, "n_boot": n_boot}``: standard deviations
+        (``ddof=1``) of the resampled values, fractions as the accuracies.
+    """
+    from ..core.inputs import check_int
+
+    ious = _check_ious(ious)
+    h = _check_hits(hits, ious)
+    n_boot = check_int("n_boot", n_boot, lo=2)
+    seed = check_int("seed", seed, lo=0)
+    n, t, d = h.shape
+    rng = np.random.default_rng(seed)
+    flat = h.reshape(n, t * d).astype(np.float64)
+    chunk = max(1, min(n_boot, 4_000_000 // n))
+    per = np.empty((n_boot, d))
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        idx = rng.integers(0, n, size=(b, n))
+        counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+        acc = (counts @ flat).reshape(b, t, d) / n          # (b, T, D) BoxAcc of each resample
+        per[lo:lo + b] = acc.max(axis=1)
+    v2 = per.mean(axis=1)
+    return {"maxboxacc_v2": float(v2.std(ddof=1)),
+            "per_iou": {dl: float(per[:, k].std(ddof=1)) for k, dl in enumerate(ious)},
+            "n_boot": n_boot}
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+
+def _normalise_maps(m: np.ndarray) -> np.ndarray:
+    """Min-max normalise each map of ``(B, H, W)`` to [0, 1]; a constant or NaN map -> zeros
+    (wsolevaluation's ``normalize_scoremap``)."""
+    m = m.astype(np.float64, copy=True)
+    lo = m.min(axis=(1, 2), keepdims=True)
+    hi = m.max(axis=(1, 2), keepdims=True)
+    bad = np.isnan(m).any(axis=(1, 2)) | (lo[:, 0, 0] == hi[:, 0, 0])
+    out = (m - lo) / np.where(hi > lo, hi - lo, 1.0)
+    out[bad] = 0.0
+    return np.clip(out, 0.0, 1.0)
+
+
+def _record_boxes(rec: Any, size: int) -> list[tuple[int, int, int, int]]:
+    """The record's half-open boxes -> XML inclusive corners -> wsolevaluation's ``resize_bbox``."""
+    w, h = float(rec.width), float(rec.height)
+    out = []
+    for x0, y0, x1, y1 in rec.boxes:
+        inc = (float(x0), float(y0), float(x1) - 1.0, float(y1) - 1.0)
+        out.append((int(inc[0] * size / w), int(inc[1] * size / h),
+                    int(inc[2] * size / w), int(inc[3] * size / h)))
+    return out
+
+
+def max_box_accuracy(
+    clf: Any,
+    ds: Iterable[tuple[Any, Any]],
+    maps: str = "cam",
+    *,
+    ious: Sequence[float] = DEFAULT_IOUS,
+    multi_contour: bool = True,
+    batch_size: int = 16,
+    return_hits: bool = False,
+    thresholds: Sequence[float] | np.ndarray | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    r"""MaxBoxAccV2 (Choe et al. 2020) of a saliency-map method on an annotated ILSVRC set.
+
+    For each ``(image, record)`` of ``ds``: the whole image is resized to ``S x S`` (``S =
+    clf.input_size``, filter ``clf.interpolation``; no crop), normalised
+    (``clf.normalize(clf.to_tensor01(...))``), and the map of the ground-truth class
+    ``record.label`` is computed with :func:`deepinside.maps.compute_maps` (``method=maps``,
+    batched), min-max normalised, and scored by :func:`box_hits` against the record's boxes
+    converted to wsolevaluation's frame (half-open -> inclusive, ``int(v * S / width)``; see the
+    module docstring for this and the other differences from wsolevaluation).
+
+    Args:
+        clf: a :class:`~deepinside.models.Classifier`; the maps are computed on ``clf.device`` and
+            the model's state is left unchanged.
+        ds: an :class:`~deepinside.data.IlsvrcDataset` (or any sized iterable of ``(PIL image,
+            IlsvrcRecord)``).
+        maps: a registered map name (:func:`deepinside.maps.map_names`), e.g. ``"cam"``,
+            ``"gradcam"``, ``"gradient"``.
+        ious: the IoU thresholds :math:`\delta`, each in (0, 1].
+        multi_contour: True: all contours (MaxBoxAccV2); False: the largest contour (V1).
+        batch_size: images per :func:`compute_maps` call.
+        return_hits: also return ``"hits"`` ``(N, T, D)`` bool and ``"thresholds"`` ``(T,)``.
+        thresholds: score-map thresholds (None: ``np.arange(0, 1, 0.01)``).
+        **options: passed to the map method (e.g. ``signed=True`` for the unrectified CAM).
+
+    Returns:
+        :func:`max_box_accuracy_from_hits`' dict: ``{"maxboxacc_v2", "per_iou", "best_threshold",
+        "n"}`` (fractions in [0, 1]), plus ``"hits"`` and ``"thresholds"`` when ``return_hits``.
+
+    Raises:
+        ValueError: unknown map name (listing the known ones), an IoU threshold outside (0, 1],
+            an empty dataset, bad thresholds.
+    """
+    from ..core._progress import progress
+    from ..core.inputs import check_bool, check_int
+    from ..methods.maps import compute_maps, map_names
+
+    if not isinstance(maps, str) or maps not in map_names():
+        raise ValueError(f"unknown map method {maps!r}; known methods: {', '.join(map_names())}")
+    ious = _check_ious(ious)
+    t = _check_thresholds(thresholds)
+    multi_contour = check_bool("multi_contour", multi_contour)
+    return_hits = check_bool("return_hits", return_hits)
+    batch_size = check_int("batch_size", batch_size)
+    try:
+        total = len(ds)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    if total == 0:
+        raise ValueError("max_box_accuracy(): the dataset is empty")
+    size = int(clf.input_size)
+    hits: list[np.ndarray] = []
+    imgs: list[Any] = []
+    labels: list[int] = []
+    boxes: list[list[tuple[int, int, int, int]]] = []
+
+    def flush() -> None:
+        import cv2
+
+        x = clf.normalize(clf.to_tensor01(imgs))
+        tgt = torch.tensor(labels, dtype=torch.long, device=clf.device)
+        m = compute_maps(clf, x, targets=tgt, method=maps, batch_size=batch_size, **options)
+        m = m.detach().float().cpu().numpy()
+        if m.shape[1:] != (size, size):
+            m = np.stack([cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC) for a in m])
+        hits.append(box_hits(_normalise_maps(m), boxes, t, ious, multi_contour))
+        imgs.clear()
+        labels.clear()
+        boxes.clear()
+
+    for img, rec in progress(ds, total=total, desc=f"MaxBoxAcc ({maps})"):
+        imgs.append(img.convert("RGB").resize((size, size), clf.interpolation))
+        labels.append(int(rec.label))
+        boxes.append(_record_boxes(rec, size))
+        if len(imgs) == batch_size:
+            flush()
+    if imgs:
+        flush()
+    if not hits:
+        raise ValueError("max_box_accuracy(): the dataset is empty")
+    h = np.concatenate(hits)
+    out = max_box_accuracy_from_hits(h, ious, t)
+    if return_hits:
+        out["hits"] = h
+        out["thresholds"] = t
+    return out
