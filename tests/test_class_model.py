@@ -263,13 +263,13 @@ def test_cached_class_model_stores_and_reloads(tmp_path):
 
     clf = linear_clf()
     a = cached_class_model(tmp_path, clf, [0, 1], steps=3, param="fourier", show_progress=False)
-    files = list(tmp_path.glob("class_model-*.pt"))
+    files = list(tmp_path.glob("class_model-*.npz"))
     assert len(files) == 1
     b = cached_class_model(tmp_path, clf, ["class0", 1], steps=3, param="fourier", show_progress=False)
     assert torch.equal(a.images, b.images) and torch.equal(a.scores, b.scores)
     assert b.settings["fourier"] == a.settings["fourier"] and b.param == "fourier"
     cached_class_model(tmp_path, clf, [0, 1], steps=4, param="fourier", show_progress=False)
-    assert len(list(tmp_path.glob("class_model-*.pt"))) == 2           # other settings, other key
+    assert len(list(tmp_path.glob("class_model-*.npz"))) == 2           # other settings, other key
     c = cached_class_model(None, clf, [0, 1], steps=3, param="fourier", show_progress=False)
     assert torch.equal(c.images, a.images)                             # no cache: same, seeded
     with pytest.raises(ValueError):

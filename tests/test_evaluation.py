@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
 
 import deepinside as di
+from deepinside.figures import localisation_tables as lt
 from deepinside.measures import evaluation as ev
 from deepinside.measures.evaluation import (SaliencyCache, centered_box, localisation_correct, precompute_saliency,
                                    threshold_box)
@@ -196,7 +197,8 @@ def test_on_ilsvrc_sample(clf, ilsvrc_root):
 
 @pytest.mark.slow
 def test_compare_methods_and_table(clf, tiny):
-    from deepinside.measures.evaluation import compare_methods, results_markdown
+    from deepinside.figures.localisation_tables import results_markdown
+    from deepinside.measures.evaluation import compare_methods
 
     ims, top, whole = tiny
     ds = TinyDataset(ims, top, whole)
@@ -392,14 +394,14 @@ def test_localisation_table_by_hand():
     assert list(caches) == [("a", "gradient", "full"), ("b", "gradient", "full")]  # once each
     assert list(t) == ["half", "quarter", "whole"] and list(t["half"]) == ["a", "b"]
     assert t["half"]["a"].lock.all() and not t["quarter"]["b"].lock.any()
-    md = ev.table_markdown(t)
+    md = lt.table_markdown(t)
     assert md.splitlines()[0] == ("| method | a: top-2 loc. error | b: top-2 loc. error | "
                                   "together: top-2 loc. error |")
     assert "| half | 0.0 ± 0.0 % | 0.0 ± 0.0 % | 0.0 ± 0.0 % |" in md
     assert "| quarter | 100.0 ± 0.0 % |" in md
     c = ev.compare_rows(t, "quarter", "half")
     assert (c.diff, c.se, c.n) == (1.0, 0.0, 8) and ev.compare_rows(t, "half", "quarter", "a").n == 4
-    cmp = ev.comparisons_markdown(t, [("quarter", "half")])
+    cmp = lt.comparisons_markdown(t, [("quarter", "half")])
     assert "| quarter − half | **+100.0 ± 0.0** |" in cmp
     with pytest.raises(KeyError, match="no row"):
         ev.compare_rows(t, "half", "oracle")
@@ -415,20 +417,20 @@ def test_grid_of_maps_and_box_rules_by_hand():
     caches: dict = {}
     t = ev.localisation_table(clf, {"a": ds, "b": ds}, rows, topk=2, caches=caches)
     assert sorted(k[1] for k in caches) == ["gradient", "gradient", "guided", "guided"]
-    md = ev.grid_markdown(t, ["gradient", "guided"], ["half", "quarter"]).splitlines()
+    md = lt.grid_markdown(t, ["gradient", "guided"], ["half", "quarter"]).splitlines()
     assert md[0] == ("| map (top-2 loc. error, %) | half: a | half: b | half: together | quarter: a | "
                      "quarter: b | quarter: together |")
     assert md[1] == "|---|" + "---:|" * 6
     # every image localised by the half box, none by the quarter: both maps tie, both bold
     assert md[2] == "| gradient | " + " | ".join(["**0.0 ± 0.0**"] * 3 + ["**100.0 ± 0.0**"] * 3) + " |"
-    only = ev.grid_markdown(t, ["gradient", "guided"], ["half", "quarter"], folders=[None]).splitlines()
+    only = lt.grid_markdown(t, ["gradient", "guided"], ["half", "quarter"], folders=[None]).splitlines()
     assert only[0] == "| map (top-2 loc. error, %) | half: together | quarter: together |"
     with pytest.raises(ValueError, match="not in the table"):
-        ev.grid_markdown(t, ["gradient"], ["half"], folders=["c"])
+        lt.grid_markdown(t, ["gradient"], ["half"], folders=["c"])
     with pytest.raises(KeyError, match="grid_rows"):
-        ev.grid_markdown(t, ["gradient", "cam"], ["half"])
+        lt.grid_markdown(t, ["gradient", "cam"], ["half"])
     with pytest.raises(ValueError, match="empty"):
-        ev.grid_markdown({}, ["gradient"], ["half"])
+        lt.grid_markdown({}, ["gradient"], ["half"])
 
 
 def test_map_options_reach_the_map_method():

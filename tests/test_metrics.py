@@ -11,6 +11,7 @@ from PIL import Image
 from torch import nn
 
 import deepinside as di
+from deepinside.figures import plotting_metrics as pm
 from deepinside.measures import metrics as dm
 from deepinside.methods.maps import _REGISTRY
 from state_helpers import assert_same_state, model_state
@@ -189,11 +190,11 @@ def test_evaluate_maps_and_table():
     res = dm.evaluate_maps(tiny, items, ["gradient", "centre", "random"], deletion_images=3, steps=4)
     assert res["gradient"]["pointing"]["n"] == 5 and res["gradient"]["deletion"]["n"] == 3
     assert res["random"]["pointing"] is None
-    table = dm.summary_markdown(res)
+    table = pm.summary_markdown(res)
     assert table.count("\n") == 4 and "| gradient |" in table
-    pm = dm.pointing_markdown({m: res[m]["pointing"] for m in ("gradient", "centre")},
+    md = pm.pointing_markdown({m: res[m]["pointing"] for m in ("gradient", "centre")},
                               {"all": slice(None), "first two": slice(0, 2)})
-    assert "| all | 5 |" in pm and "| first two | 2 |" in pm
+    assert "| all | 5 |" in md and "| first two | 2 |" in md
     # the pointing game in another frame, with per-method smoothing; no deletion images
     full = dm.evaluate_maps(tiny, items, ["gradient", "cam"], crops="full",
                             smooth={"gradient": 0.1}, deletion_images=0)
@@ -269,7 +270,7 @@ def test_pointing_protocols_match_single_calls():
 def test_pointing_table_cells_are_paired_differences():
     res = {"centre": {"hits": np.array([1, 0, 1, 0], bool)},
            "map": {"hits": np.array([1, 1, 1, 0], bool)}}
-    table = dm.pointing_table(res, {"all": slice(None), "odd": slice(1, None, 2)})
+    table = pm.pointing_table(res, {"all": slice(None), "odd": slice(1, None, 2)})
     lines = table.splitlines()
     assert lines[0] == "| protocol / method | all (n = 4) | odd (n = 2) |"
     assert lines[2] == "| centre | 50.0 ± 28.9 | 0.0 ± 0.0 |"
@@ -280,12 +281,12 @@ def test_pointing_table_split_into_accuracy_and_difference():
     res = {"centre": {"hits": np.array([1, 0, 1, 0], bool)},
            "map": {"hits": np.array([1, 1, 1, 0], bool)}}
     sub = {"all": slice(None)}
-    acc = dm.pointing_table(res, sub, show="accuracy").splitlines()
+    acc = pm.pointing_table(res, sub, show="accuracy").splitlines()
     assert acc[2:] == ["| centre | 50.0 ± 28.9 |", "| map | 75.0 ± 25.0 |"]
-    diff = dm.pointing_table(res, sub, show="difference").splitlines()
+    diff = pm.pointing_table(res, sub, show="difference").splitlines()
     assert diff[2:] == ["| map | +25.0 ± 25.0 |"]
     with pytest.raises(ValueError, match="show must be"):
-        dm.pointing_table(res, sub, show="wide")
+        pm.pointing_table(res, sub, show="wide")
 
 
 # -- issue 24: no silent wrong answer ------------------------------------------------------------

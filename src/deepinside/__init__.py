@@ -7,6 +7,7 @@ each imports only from those above it (core <- methods <- measures <- figures <-
 ``core/`` (infrastructure)
     ``models`` (``load_classifier``: network + exact preprocessing, offline), ``data``
     (``load_image``, ``IlsvrcDataset``), ``fetch`` (the book's ILSVRC sample, on pooch),
+    ``cache`` (the one disk cache of what the book computes),
     ``frames`` (where a crop / the 10-crop square lies in the image), ``inputs`` (one validation
     of images, targets, numbers), ``layers`` and ``hooks`` (layers by name, hooks removed in
     ``finally``), ``distributed`` (sharded, resumable runs under torchrun)
@@ -22,8 +23,9 @@ each imports only from those above it (core <- methods <- measures <- figures <-
     (IoU, the ILSVRC localisation error, box rules, tables), ``maxboxacc`` (MaxBoxAccV2, Choe et
     al. 2020), ``metrics`` (pointing game, deletion/insertion, randomisation: chapter 6),
     ``transfer`` (class models shown to other networks: chapter 1)
-``figures/`` (the book's figures and widgets; no computation of their own)
+``figures/`` (the book's figures, tables and widgets; no computation of their own)
     ``plotting`` (the paper's layouts), ``plotting_class_model``, ``plotting_features``,
+    ``plotting_metrics`` (chapter 6), ``localisation_tables`` (chapter 3's Markdown tables),
     ``widgets`` (the explorer)
 ``cli``, ``jobs``: the ``deepinside`` command and its sharded jobs.
 
@@ -75,7 +77,8 @@ _MODULES: dict[str, str] = {
     **{m: f"measures.{m}" for m in ("localisation", "evaluation", "metrics", "transfer",
                                     "maxboxacc")},
     **{m: f"figures.{m}" for m in ("plotting", "plotting_class_model", "plotting_features",
-                                   "widgets")},
+                                   "plotting_metrics", "localisation_tables", "widgets")},
+    "cache": "core.cache",
     **{m: m for m in ("core", "methods", "measures", "figures", "cli", "jobs")},
 }
 

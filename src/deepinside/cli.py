@@ -16,7 +16,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from .core.data import IlsvrcDataset
 
 # Only the standard library at import: `deepinside --help` answers without torch (issue 22). Each
 # command imports what it needs; the lists of choices (maps, box rules, frames) are read from the

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 __all__ = ["CROPS", "MAP_CROPS", "Crops", "check_crops", "center_crop_box", "square_box",
-           "frame_box", "ten_crop_boxes", "ten_crop_coverage", "ten_crop_batch", "central_square",
+           "frame_box", "box_mask", "ten_crop_boxes", "ten_crop_coverage", "ten_crop_batch", "central_square",
            "full_image_size", "map_to_image", "working_copy"]
 
 #: Every frame a map can have: centre crop, 10-crop square, whole image.
@@ -88,6 +88,18 @@ def frame_box(clf: Geometry, crops: str, width: int, height: int) -> Box:
     if crops == "ten":
         return square_box(width, height)
     return (0, 0, *_size(width, height))
+
+
+def box_mask(boxes: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool: the pixels inside the union of half-open boxes ``(x0, y0, x1, y1)``; a
+    pixel is inside when its centre ``(j + 0.5, i + 0.5)`` is (the package's one convention:
+    integer boxes cover exactly the pixels ``x0 <= j < x1``, ``y0 <= i < y1``)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        c0, c1 = (int(np.ceil(v - 0.5)) for v in (x0, x1))
+        r0, r1 = (int(np.ceil(v - 0.5)) for v in (y0, y1))
+        mask[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
+    return mask
 
 
 def ten_crop_boxes(clf: Geometry) -> list[tuple[int, int, int, int, bool]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image

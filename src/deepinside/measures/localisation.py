@@ -39,7 +39,8 @@ import torch
 from PIL import Image
 
 from ..core.data import to_rgb
-from ..core.frames import CROPS, Crops, check_crops, full_image_size, map_to_image, working_copy
+from ..core.smoothing import smooth_saliency
+from ..core.frames import Crops, check_crops, full_image_size, map_to_image, working_copy
 from ..methods.saliency_maps import saliency as _saliency
 
 __all__ = ["segment", "segment_details", "SegmentParams", "bounding_box", "localise", "localise_details", "saliency_seeds", "smooth_saliency",
@@ -142,24 +143,6 @@ def _map_array(saliency: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> n
 
 
 # -- the steps ----------------------------------------------------------------------------------
-
-
-def smooth_saliency(saliency: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing of a map ``(H, W)`` with standard deviation ``sigma * min(H, W)`` pixels.
-
-    Gradient saliency is speckled (single pixels of high magnitude next to zeros); smoothing first
-    makes the 95 % quantile select a few connected regions rather than scattered pixels. The paper
-    does not smooth; ``sigma=0`` returns the map unchanged.
-    """
-    if sigma < 0:
-        raise ValueError(f"smoothing sigma must be >= 0, got {sigma}")
-    s = np.asarray(saliency, dtype=np.float64)
-    px = sigma * min(s.shape)
-    if px <= 0:
-        return s
-    import cv2
-
-    return cv2.GaussianBlur(s, (0, 0), sigmaX=px, sigmaY=px, borderType=cv2.BORDER_REFLECT)
 
 
 def saliency_seeds(saliency: np.ndarray, fg_quantile: float = 0.95, bg_quantile: float = 0.30

@@ -28,19 +28,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import inspect
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from ..core._progress import progress
-from ..core.frames import map_to_image
+from ..core.cache import cached as _cached, register_cacheable
+from ..core.frames import box_mask, map_to_image
+from ..core.smoothing import gaussian_blur, smooth_maps
 from ..core.inputs import check_int, check_real
 from ..methods.maps import _REGISTRY, compute_maps, map_names
 from ..core.models import Classifier, frozen
@@ -48,9 +48,8 @@ from ..core.models import Classifier, frozen
 __all__ = ["pointing_game", "pointing_hits", "centre_point", "pointing_maps", "map_points",
            "smooth_maps", "pointing_protocols", "PROTOCOLS", "deletion_insertion", "baseline_maps",
            "randomisation_test", "randomisation_blocks", "RandomisationResult", "map_similarity",
-           "SIMILARITIES", "BASELINES", "evaluate_maps", "summary_markdown", "cached", "sem",
-           "spaced_items", "unlabelled_items", "dataset_key", "pointing_markdown",
-           "pointing_table", "curves_figure", "randomisation_figure", "similarity_figure"]
+           "SIMILARITIES", "BASELINES", "evaluate_maps", "cached", "sem",
+           "spaced_items", "unlabelled_items", "dataset_key"]
 
 #: Orders that are not saliency methods: the baselines of the pointing game and deletion/insertion.
 BASELINES = ("centre", "random")
@@ -71,16 +70,6 @@ def sem(values: Iterable[float]) -> float:
 def centre_point(width: int, height: int) -> tuple[int, int]:
     """The centre-point baseline: pixel ``(W // 2, H // 2)`` (x, y) of a ``W x H`` image."""
     return int(width) // 2, int(height) // 2
-
-
-def _box_mask(boxes: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """``(H, W)`` bool: pixels whose centre ``(i + 0.5, j + 0.5)`` lies in a half-open box."""
-    mask = np.zeros((height, width), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        c0, c1 = (int(np.ceil(v - 0.5)) for v in (x0, x1))
-        r0, r1 = (int(np.ceil(v - 0.5)) for v in (y0, y1))
-        mask[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)] = True
-    return mask
 
 
 def _check_boxes(boxes: Sequence[Sequence[float]], size: tuple[int, int], i: int) -> None:
@@ -135,7 +124,7 @@ def pointing_hits(points: np.ndarray, boxes: Sequence[Sequence[Sequence[float]]]
     disc = dx ** 2 + dy ** 2 <= tolerance ** 2
     hits = np.zeros(len(points), dtype=bool)
     for n, ((px, py), bx, (w, h)) in enumerate(zip(np.asarray(points, int), boxes, sizes)):
-        mask = np.pad(_box_mask(bx, h, w), r)
+        mask = np.pad(box_mask(bx, h, w), r)
         hits[n] = bool((mask[py:py + 2 * r + 1, px:px + 2 * r + 1] & disc).any())
     return hits
 
@@ -171,21 +160,6 @@ def _class_boxes(rec: Any) -> list[tuple[float, float, float, float]]:
     if wnids is None:
         return list(rec.boxes)
     return [b for b, w in zip(rec.boxes, wnids) if w == rec.wnid] or list(rec.boxes)
-
-
-def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian smoothing of ``(N, H, W)`` maps with standard deviation ``sigma`` pixels, zero
-    padding, kernel truncated at 4 sigma (TorchRay's ``imsmooth``, used by its pointing-game
-    benchmark with sigma = 2 % of the image's larger side). ``sigma <= 0``: unchanged."""
-    if sigma <= 0:
-        return maps
-    r = max(1, int(np.ceil(4 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=torch.float32, device=maps.device)
-    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    y = maps.float()[:, None]
-    y = F.conv2d(y, g.view(1, 1, 1, -1), padding=(0, r))
-    return F.conv2d(y, g.view(1, 1, -1, 1), padding=(r, 0))[:, 0]
 
 
 def pointing_maps(clf: Classifier, images: Sequence[Image.Image], targets: Sequence[int],
@@ -323,7 +297,7 @@ def pointing_game(
     hits = pointing_hits(points, boxes, sizes, tolerance)
     labels = np.array(labels_)
     per_class = [hits[labels == c].mean() for c in np.unique(labels)]
-    area = np.array([_box_mask(b, h, w).mean() for b, (w, h) in zip(boxes, sizes)])
+    area = np.array([box_mask(b, h, w).mean() for b, (w, h) in zip(boxes, sizes)])
     return {"accuracy": float(hits.mean()), "class_accuracy": float(np.mean(per_class)), "n": n,
             "classes": len(per_class), "accuracy_sem": sem(hits.astype(float)), "hits": hits,
             "labels": labels, "points": points, "box_area": area}
@@ -400,20 +374,6 @@ def _ranks(maps: torch.Tensor, seed: int) -> torch.Tensor:
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(flat.shape[1]).expand_as(order).contiguous())
     return ranks
-
-
-def _gaussian_blur(x: torch.Tensor, ksize: int, sigma: float) -> torch.Tensor:
-    """Per-channel Gaussian blur (reflect padding) of a ``(N, C, H, W)`` batch."""
-    if sigma <= 0:
-        return x.clone()
-    t = torch.arange(ksize, dtype=x.dtype, device=x.device) - (ksize - 1) / 2
-    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    c = x.shape[1]
-    pad = ksize // 2
-    y = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, g.view(1, 1, 1, -1).expand(c, 1, 1, ksize), groups=c)
-    return F.conv2d(y, g.view(1, 1, -1, 1).expand(c, 1, ksize, 1), groups=c)
 
 
 def deletion_insertion(
@@ -518,7 +478,7 @@ def deletion_insertion(
     hw = h * w
     counts = torch.tensor([min(hw, -(-s * hw // steps)) for s in range(steps + 1)], device=x.device)
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    blurred = _gaussian_blur(x, blur_size, blur_sigma) if "insertion" in modes else None
+    blurred = gaussian_blur(x, blur_sigma, blur_size // 2, "reflect") if "insertion" in modes else None
     fill_t = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
     jobs = [(mode, i, s) for mode in modes for i in range(n) for s in range(steps + 1)]
     probs = torch.empty(len(jobs))
@@ -777,135 +737,29 @@ def randomisation_test(
 # -- all methods on one dataset, cached ---------------------------------------------------------------
 
 
-def _encode(value: Any, arrays: list[np.ndarray]) -> Any:
-    """``value`` as JSON-able data, its arrays and tensors appended to ``arrays`` (by index).
-
-    What the chapter caches: None, bools, numbers, strings, lists, tuples, dicts (any keys that
-    are themselves encodable, order kept), numpy arrays and scalars, tensors and
-    :class:`RandomisationResult`. Anything else is a :class:`TypeError` (it is not cached)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)) and type(value) in (int, float):
-        return value if isinstance(value, int) or np.isfinite(value) else {"__t": "float", "v": repr(value)}
-    if isinstance(value, (np.ndarray, np.generic)):
-        a = np.asarray(value)
-        if a.dtype.hasobject:
-            raise TypeError("numpy arrays of objects cannot be cached")
-        arrays.append(a)
-        return {"__t": "ndarray" if isinstance(value, np.ndarray) else "npscalar", "i": len(arrays) - 1}
-    if isinstance(value, torch.Tensor):
-        t = value.detach().cpu()
-        dtype = str(t.dtype).removeprefix("torch.")
-        arrays.append((t.float() if t.dtype == torch.bfloat16 else t).numpy())
-        return {"__t": "tensor", "i": len(arrays) - 1, "dtype": dtype}
-    if isinstance(value, RandomisationResult):
-        attrs = {k: getattr(value, k) for k in ("blocks", "per_image", "maps", "method", "mode",
-                                                 "targets") if hasattr(value, k)}
-        return {"__t": "RandomisationResult", "items": _encode(dict(value), arrays),
-                "attrs": _encode(attrs, arrays)}
-    if type(value) is dict:
-        return {"__t": "dict", "k": [_encode(k, arrays) for k in value],
-                "v": [_encode(v, arrays) for v in value.values()]}
-    if type(value) in (list, tuple):
-        items = [_encode(v, arrays) for v in value]
-        return items if type(value) is list else {"__t": "tuple", "v": items}
-    raise TypeError(f"a {type(value).__name__} cannot be cached")
+_RANDOMISATION_ATTRS = ("blocks", "per_image", "maps", "method", "mode", "targets")
 
 
-def _decode(data: Any, arrays: Any) -> Any:
-    """The inverse of :func:`_encode`; ``arrays`` maps ``"a<i>"`` to the stored arrays."""
-    if isinstance(data, list):
-        return [_decode(v, arrays) for v in data]
-    if not isinstance(data, dict):
-        return data
-    kind = data["__t"]
-    if kind == "float":
-        return float(data["v"])
-    if kind == "ndarray":
-        return arrays[f"a{int(data['i'])}"]
-    if kind == "npscalar":
-        return arrays[f"a{int(data['i'])}"][()]
-    if kind == "tensor":
-        dtype = getattr(torch, str(data["dtype"]))
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"unknown tensor dtype {data['dtype']!r}")
-        return torch.from_numpy(np.array(arrays[f"a{int(data['i'])}"])).to(dtype)
-    if kind == "tuple":
-        return tuple(_decode(v, arrays) for v in data["v"])
-    if kind == "dict":
-        return {_hashable(_decode(k, arrays)): _decode(v, arrays) for k, v in zip(data["k"], data["v"])}
-    if kind == "RandomisationResult":
-        res = RandomisationResult(_decode(data["items"], arrays))
-        for k, v in _decode(data["attrs"], arrays).items():
-            if k in ("blocks", "per_image", "maps", "method", "mode", "targets"):
-                setattr(res, k, v)
-        return res
-    raise ValueError(f"unknown cached item {kind!r}")
+def _randomisation_state(r: "RandomisationResult") -> dict:
+    return {"items": dict(r), "attrs": {k: getattr(r, k) for k in _RANDOMISATION_ATTRS if hasattr(r, k)}}
 
 
-def _hashable(key: Any) -> Any:
-    if isinstance(key, (list, dict, np.ndarray, torch.Tensor)):
-        raise ValueError("a cached dict key is not hashable")
-    return key
+def _randomisation_restore(state: dict) -> "RandomisationResult":
+    res = RandomisationResult(state["items"])
+    for k, v in state["attrs"].items():
+        if k in _RANDOMISATION_ATTRS:
+            setattr(res, k, v)
+    return res
 
 
-def _save_cache(path: Path, value: Any) -> None:
-    """Write ``value`` to ``path`` (numpy ``.npz``: the arrays, and the rest as JSON); atomic."""
-    import json
-
-    arrays: list[np.ndarray] = []
-    tree = json.dumps(_encode(value, arrays)).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{id(value)}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, __tree__=np.frombuffer(tree, dtype=np.uint8),
-                 **{f"a{i}": a for i, a in enumerate(arrays)})
-    tmp.replace(path)
-
-
-def _load_cache(path: Path) -> Any:
-    """Read what :func:`_save_cache` wrote; never unpickles (``allow_pickle=False``)."""
-    import json
-
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    tree = arrays.pop("__tree__")
-    return _decode(json.loads(tree.tobytes().decode()), arrays)
+register_cacheable(RandomisationResult, _randomisation_state, _randomisation_restore)
 
 
 def cached(name: str, key: Any, compute: Callable[[], Any], cache_dir: str | Path | None = None) -> Any:
-    """``compute()``, stored under ``cache_dir/name-<hash of key>.npz`` and reused when present.
-
-    The key should hold everything the result depends on (model, data, parameters); the package
-    version and :data:`CACHE_VERSION` are added to it. ``cache_dir`` None: no caching.
-
-    The file holds numpy arrays and JSON only, read without unpickling: a planted or damaged
-    file cannot run code; one that does not parse is recomputed (and rewritten) with a warning.
-    Values are None, bools, numbers, strings, lists, tuples, dicts, numpy arrays, tensors
-    (returned on the CPU) and :class:`RandomisationResult`; anything else is returned uncached,
-    with a warning.
-    """
-    if cache_dir is None:
-        return compute()
-    import warnings
-
-    from .._version import __version__
-
-    digest = hashlib.sha256(repr((key, __version__, CACHE_VERSION)).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"{name}-{digest}.npz"
-    if path.exists():
-        try:
-            return _load_cache(path)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is recomputed
-            msg = str(e).splitlines()[0] if str(e) else ""
-            warnings.warn(f"cache file {path} is unreadable ({type(e).__name__}: {msg}); "
-                          f"recomputing it", RuntimeWarning, stacklevel=2)
-    value = compute()
-    try:
-        _save_cache(path, value)
-    except TypeError as e:
-        warnings.warn(f"{name}: not cached ({e})", RuntimeWarning, stacklevel=2)
-    return value
+    """Chapter 6's results on disk: :func:`deepinside.core.cache.cached` with
+    :data:`CACHE_VERSION` in the key (values: plain data, arrays, tensors and
+    :class:`RandomisationResult`; read without unpickling). ``cache_dir`` None: no caching."""
+    return _cached(name, (key, CACHE_VERSION), compute, cache_dir)
 
 
 #: Version of the computations behind :func:`cached` results: bump it when a change of the code
@@ -972,32 +826,6 @@ def evaluate_maps(
     return out
 
 
-def summary_markdown(results: dict[str, dict[str, Any]],
-                     randomisation: dict[str, RandomisationResult] | None = None,
-                     names: dict[str, str] | None = None) -> str:
-    """A Markdown table, methods x tests, ``mean ± standard error`` over images: pointing accuracy
-    (%), deletion AUC (lower is better), insertion AUC (higher is better), and, when given, the
-    Spearman (absolute values) similarity after randomising every block (lower = the map depends
-    on the model more)."""
-    head = "| method | pointing game (%) | deletion AUC ↓ | insertion AUC ↑ |"
-    rule = "|---|---:|---:|---:|"
-    if randomisation:
-        head += " rank corr. after full randomisation ↓ |"
-        rule += "---:|"
-    lines = [head, rule]
-    for m, r in results.items():
-        pg, de = r.get("pointing"), r.get("deletion")
-        cells = [(names or {}).get(m, m)]
-        cells.append(f"{100 * pg['accuracy']:.1f} ± {100 * pg['accuracy_sem']:.1f}" if pg else "–")
-        for k in ("deletion", "insertion"):
-            cells.append(f"{de[k]:.3f} ± {de[k + '_sem']:.3f}" if de else "–")
-        if randomisation:
-            rr = randomisation.get(m)
-            cells.append(f"{rr['spearman_abs'][-1][1]:.2f} ± {rr.sem('spearman_abs')[-1]:.2f}" if rr else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def spaced_items(datasets: Sequence[Any], n_each: int) -> list[tuple[Image.Image, Any]]:
     """``n_each`` (image, record) pairs from each dataset, evenly spaced over it (its first and
     last included), loaded once, interleaved (first of each dataset, second of each, ...), so
@@ -1031,131 +859,3 @@ def dataset_key(items: Sequence[tuple[Image.Image, Any]]) -> list[str]:
 # -- figures (matplotlib imported here only) ------------------------------------------------------
 
 
-def curves_figure(results: dict[str, dict[str, Any]], names: dict[str, str] | None = None):
-    """Mean deletion and insertion curves of each method (Petsiuk et al. 2018, Fig. 4 layout):
-    probability of the class against the fraction of pixels removed / inserted; AUC in the
-    legend. Baselines dashed."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for m, r in results.items():
-        d = r.get("deletion")
-        if d is None:
-            continue
-        for ax, k in zip(axes, ("deletion", "insertion")):
-            ax.plot(d["fraction"], d[k + "_curve"].mean(0), ls="--" if m in BASELINES else "-",
-                    label=f"{(names or {}).get(m, m)} ({d[k]:.3f})")
-    for ax, k in zip(axes, ("deletion", "insertion")):
-        ax.set_title(f"{k} (AUC in brackets)")
-        ax.set_xlabel(f"fraction of pixels {'removed' if k == 'deletion' else 'inserted'}")
-        ax.legend(fontsize=7, ncol=2)
-    axes[0].set_ylabel("probability of the class")
-    fig.tight_layout()
-    return fig
-
-
-def _display_map(m: torch.Tensor) -> np.ndarray:
-    return _unit_range(m.float().cpu().numpy())
-
-
-def randomisation_figure(clf: Classifier, x: torch.Tensor, results: dict[str, RandomisationResult],
-                         image: int = 0, names: dict[str, str] | None = None, size: float = 1.05):
-    """Adebayo et al. (2018), Fig. 2 layout: rows are methods, columns the original map and the
-    maps after cascading randomisation down to each block (absolute values, each scaled by its
-    99th percentile). The image is in the first column of the first row."""
-    import matplotlib.pyplot as plt
-
-    methods = list(results)
-    blocks = ["original"] + list(results[methods[0]].blocks)
-    fig, axes = plt.subplots(len(methods), len(blocks) + 1,
-                             figsize=(size * (len(blocks) + 1), size * len(methods)), squeeze=False)
-    img = clf.denormalize(x[image:image + 1])[0].permute(1, 2, 0).cpu().numpy()
-    for r, m in enumerate(methods):
-        axes[r, 0].imshow(img if r == 0 else np.ones_like(img))
-        axes[r, 0].set_ylabel((names or {}).get(m, m), fontsize=7)
-        for c in range(len(blocks)):
-            axes[r, c + 1].imshow(_display_map(results[m].maps[c, image]), cmap="gray", vmin=0, vmax=1)
-            if r == 0:
-                axes[r, c + 1].set_title(blocks[c].replace("+", "+\n"), fontsize=6)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for sp in ax.spines.values():
-            sp.set_visible(False)
-    fig.subplots_adjust(wspace=0.03, hspace=0.03)
-    return fig
-
-
-def similarity_figure(results: dict[str, RandomisationResult], names: dict[str, str] | None = None):
-    """Adebayo et al. (2018), Fig. 4 layout: mean similarity to the original map (one panel per
-    measure) against the blocks randomised so far, one line per method, error bars one
-    standard error over images."""
-    import matplotlib.pyplot as plt
-
-    metrics_ = list(next(iter(results.values())))
-    fig, axes = plt.subplots(1, len(metrics_), figsize=(3.2 * len(metrics_), 3.2), sharey=True)
-    for ax, k in zip(np.atleast_1d(axes), metrics_):
-        for m, r in results.items():
-            ys = [1.0] + [v for _, v in r[k]]
-            es = [0.0] + r.sem(k)
-            ax.errorbar(range(len(ys)), ys, yerr=es, label=(names or {}).get(m, m), capsize=2)
-        blocks = ["original"] + list(next(iter(results.values())).blocks)
-        ax.set_xticks(range(len(blocks)), blocks, rotation=90, fontsize=6)
-        ax.set_title(k)
-        ax.axhline(0, color="k", lw=0.5)
-    np.atleast_1d(axes)[0].set_ylabel("similarity to the original map")
-    np.atleast_1d(axes)[-1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def pointing_table(results: dict[str, dict[str, Any]], subsets: dict[str, Any],
-                   names: dict[str, str] | None = None, baseline: str = "centre",
-                   show: str = "both") -> str:
-    """A Markdown table of pointing accuracy: one row per entry of ``results`` (pointing_game
-    dicts on the same images), one column per subset of the images (``{label: index or boolean
-    mask into the hits}``), in percent. ``show="accuracy"``: each cell ``accuracy ± s.e.``;
-    ``"difference"``: the difference from the baseline on the same images ± its paired s.e.
-    (the baseline's own row left out); ``"both"``: ``accuracy ± s.e. (difference ± s.e.)``
-    (wide: two tables fit a book's column better)."""
-    if show not in ("both", "accuracy", "difference"):
-        raise ValueError(f"show must be 'both', 'accuracy' or 'difference', got {show!r}")
-    base = np.asarray(results[baseline]["hits"], dtype=float)
-    head = ["protocol / method"] + [f"{k} (n = {len(base[v])})" for k, v in subsets.items()]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(subsets)]
-    for m, r in results.items():
-        if show == "difference" and m == baseline:
-            continue
-        h = np.asarray(r["hits"], dtype=float)
-        cells = [(names or {}).get(m, m)]
-        for sel in subsets.values():
-            a, d = h[sel], h[sel] - base[sel]
-            acc = f"{100 * a.mean():.1f} ± {100 * sem(a):.1f}"
-            gap = f"{100 * d.mean():+.1f} ± {100 * sem(d):.1f}"
-            if show == "accuracy" or (show == "both" and m == baseline):
-                cells.append(acc)
-            elif show == "difference":
-                cells.append(gap)
-            else:
-                cells.append(f"{acc} ({gap})")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def pointing_markdown(results: dict[str, dict[str, Any]], subsets: dict[str, Any],
-                      names: dict[str, str] | None = None,
-                      paired: tuple[str, str] = ("gradient", "centre")) -> str:
-    """Pointing accuracy (%, ± standard error over images) of each method on subsets of the
-    images (``{label: index or boolean mask into the hits}``), and the paired difference of two
-    methods on the same images (± its standard error)."""
-    methods = list(results)
-    a, b = paired
-    head = ["images", "n"] + [(names or {}).get(m, m) for m in methods] + [f"{a} − {b} (paired)"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for label, sel in subsets.items():
-        hits = {m: np.asarray(results[m]["hits"])[sel].astype(float) for m in methods}
-        d = hits[a] - hits[b]
-        cells = [label, str(len(d))] + [f"{100 * h.mean():.1f} ± {100 * sem(h):.1f}" for h in hits.values()]
-        cells.append(f"{100 * d.mean():+.1f} ± {100 * sem(d):.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

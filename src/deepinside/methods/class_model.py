@@ -33,6 +33,7 @@ import torch
 from PIL import Image
 
 from ..core._progress import progress
+from ..core.cache import cached, default_cache_dir
 from ..core.inputs import check_bool as _check_bool, check_int as _check_int, check_real as _check_real
 from ..core.models import Classifier, frozen
 
@@ -607,14 +608,13 @@ def cached_class_model(cache_dir: str | os.PathLike | None, clf: Classifier,
 
     The key hashes the model's name and weights, the resolved class indices, every keyword
     argument (a :class:`FourierParam` by its fields) and the source of this module and of
-    :mod:`deepinside.param`: any change recomputes. ``cache_dir=None`` computes without caching.
-    Only plain tensors and numbers are stored (loaded with ``torch.load(weights_only=True)``).
-    ``init`` must be a string (images are not hashed).
+    :mod:`deepinside.param`: any change recomputes. ``cache_dir=None`` computes without caching
+    (:func:`deepinside.core.cache.cached`: arrays and JSON, read without unpickling; the book's
+    folder is :func:`deepinside.core.cache.default_cache_dir`). ``init`` must be a string
+    (images are not hashed).
     """
-    import hashlib
     import json
     from dataclasses import asdict, is_dataclass
-    from pathlib import Path
 
     if cache_dir is None:
         return class_model(clf, classes, **kwargs)
@@ -626,37 +626,17 @@ def cached_class_model(cache_dir: str | os.PathLike | None, clf: Classifier,
     key_kw = {n: (v.tolist() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, range) else v)
               for n, v in key_kw.items()}
     blob = json.dumps([_fingerprint(clf), _source_hash(), ks, key_kw], sort_keys=True, default=str)
-    path = Path(cache_dir) / f"class_model-{hashlib.sha1(blob.encode()).hexdigest()[:16]}.pt"
-    if path.is_file():
-        d = torch.load(path, weights_only=True)
-        fp = d["settings"].get("fourier")
-        d["settings"]["fourier"] = FourierParam(**{k: (tuple(v) if isinstance(v, list) else v)
-                                                   for k, v in fp.items()}) if fp else None
-        d["images"] = d["images"].to(clf.device)
-        d["inputs"] = d["inputs"].to(clf.device)
-        return ClassModelResult(**d)
-    r = class_model(clf, ks, **kwargs)
-    d = {f: getattr(r, f) for f in r.__dataclass_fields__}
-    d["settings"] = {**r.settings, "fourier": asdict(r.settings["fourier"]) if r.settings.get("fourier") else None}
-    d["images"], d["inputs"] = r.images.cpu(), r.inputs.cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(d, tmp)
-    tmp.replace(path)
-    return r
 
+    def compute() -> dict:
+        r = class_model(clf, ks, **kwargs)
+        d = {f: getattr(r, f) for f in r.__dataclass_fields__}
+        fourier = r.settings.get("fourier")
+        d["settings"] = {**r.settings, "fourier": asdict(fourier) if fourier else None}
+        return d
 
-def default_cache_dir() -> "os.PathLike | None":
-    """Where the book keeps computed class models: ``$DEEPINSIDE_CACHE`` if set, else
-    ``_build/cache`` of the book (the first folder at or above the working directory that holds
-    ``_config.yml``), else None (no caching)."""
-    from pathlib import Path
-
-    env = os.environ.get("DEEPINSIDE_CACHE")
-    if env:
-        return Path(env)
-    here = Path.cwd().resolve()
-    for d in [here, *here.parents]:
-        if (d / "_config.yml").is_file():
-            return d / "_build" / "cache"
-    return None
+    d = dict(cached("class_model", blob, compute, cache_dir))
+    fp = d["settings"].get("fourier")
+    d["settings"] = {**d["settings"], "fourier": FourierParam(**{
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in fp.items()}) if fp else None}
+    d["images"], d["inputs"] = d["images"].to(clf.device), d["inputs"].to(clf.device)
+    return ClassModelResult(**d)

@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from ..core._progress import progress
+from ..core.cache import cached, default_cache_dir, register_cacheable
 from ..core.inputs import as_batch, check_bool, check_int
 from ..core.layers import device_of, forward_to, net_of, resolve_layer
 from .receptive import receptive_field  # noqa: F401 (public here too: di.receptive_field)
@@ -541,16 +542,6 @@ def top9_panels(clf: Any, data: Any, top: TopActivations, units: Sequence[int],
                       correlation=corr, boxes=boxes.reshape(u_n, k, 4))
 
 
-def default_cache_dir() -> Path:
-    """``_build/cache`` of the book (the first folder upwards holding ``_toc.yml``), else of the
-    current folder."""
-    here = Path.cwd().resolve()
-    for d in [here, *here.parents]:
-        if (d / "_toc.yml").is_file():
-            return d / "_build" / "cache"
-    return here / "_build" / "cache"
-
-
 def _model_key(clf: Any) -> str:
     net = net_of(clf)
     p = next(net.parameters(), None)
@@ -563,30 +554,18 @@ def cached_top_activations(clf: Any, data: Any, layers: Sequence[str], data_key:
                            batch_size: int = 32, cache_dir: str | Path | None = None,
                            show_progress: bool = True) -> dict[str, TopActivations]:
     """:func:`top_activations` over several layers, saved under ``cache_dir`` (default
-    :func:`default_cache_dir`) keyed by the model (name, input size, a checksum of its first
+    :func:`deepinside.core.cache.default_cache_dir`: the book's ``_build/cache``) keyed by the model (name, input size, a checksum of its first
     weights), the layers, units, ``k`` and ``data_key`` (e.g. :meth:`ImageList.key`); a second
     call with the same key loads the result instead of scanning again."""
-    import hashlib
-
     key = repr((_model_key(clf), list(layers), units, k, data_key))
-    name = "top_activations-" + hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt"
-    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    f = path / name
-    if f.is_file():
-        try:
-            saved = torch.load(f, weights_only=True)
-            if saved.get("key") == key:
-                return {n: TopActivations(**{**d, "map_size": tuple(d["map_size"])})
-                        for n, d in saved["layers"].items()}
-        except Exception:  # a stale or truncated cache file is recomputed
-            pass
-    res = top_activations(clf, data, list(layers), units=units, k=k, batch_size=batch_size,
-                          show_progress=show_progress)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp")
-    torch.save({"key": key, "layers": {n: dict(vars(t)) for n, t in res.items()}}, tmp)
-    tmp.replace(f)
-    return res
+    return cached("top_activations", key,
+                  lambda: top_activations(clf, data, list(layers), units=units, k=k,
+                                          batch_size=batch_size, show_progress=show_progress),
+                  default_cache_dir() if cache_dir is None else cache_dir)
+
+
+register_cacheable(TopActivations, lambda t: dict(vars(t)),
+                   lambda d: TopActivations(**{**d, "map_size": tuple(d["map_size"])}))
 
 
 def book_images(seed: int = 0) -> tuple[ImageList, str, bool]:

@@ -44,7 +44,6 @@ import inspect
 import warnings
 from typing import Any, Callable, Protocol, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image

@@ -46,7 +46,7 @@ from PIL import Image
 
 from ..core._progress import progress
 from .backprop import map_correlation
-from ..core.frames import MAP_CROPS, check_crops, map_to_image, ten_crop_boxes
+from ..core.frames import MAP_CROPS, box_mask, check_crops, map_to_image, ten_crop_boxes
 from ..core.inputs import as_targets
 from .maps import map_pipeline, rule_map
 from ..core.models import Classifier
@@ -151,14 +151,6 @@ def saliency_to_image(
 Box = tuple[float, float, float, float]
 
 
-def _box_mask(boxes: Sequence[Box], height: int, width: int) -> np.ndarray:
-    """``(H, W)`` bool: pixels inside the union of half-open boxes ``(x0, y0, x1, y1)``."""
-    mask = np.zeros((height, width), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        mask[max(0, int(round(y0))):max(0, int(round(y1))), max(0, int(round(x0))):max(0, int(round(x1)))] = True
-    return mask
-
-
 def box_share(full_map: np.ndarray | torch.Tensor, boxes: Sequence[Box]) -> float:
     """Share of a map's total saliency inside the union of ``boxes``: ``sum_{in} M / sum M``.
 
@@ -176,7 +168,7 @@ def box_share(full_map: np.ndarray | torch.Tensor, boxes: Sequence[Box]) -> floa
     if (m < 0).any() or not np.isfinite(m).all():
         raise ValueError("full_map must be finite and non-negative (a saliency map)")
     total = float(m.sum())
-    return float(m[_box_mask(boxes, *m.shape)].sum()) / total if total > 0 else float("nan")
+    return float(m[box_mask(boxes, *m.shape)].sum()) / total if total > 0 else float("nan")
 
 
 def saliency_box_share(
