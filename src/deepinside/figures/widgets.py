@@ -40,7 +40,6 @@ _LABELS = {
     "gradcam": "Grad-CAM (Selvaraju et al.)",
     "gradient_gradcam": "gradient gated by Grad-CAM (ch. 3)",
 }
-_RULE_MAPS = ("gradient", "deconvnet", "guided")   # the 10-crop average applies (di.saliency)
 
 
 class _Methods(Mapping):
@@ -115,12 +114,11 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
 
     Args:
         target: a class index or name (anything ``clf.class_index`` accepts); None = top-1.
-        method: one of :data:`METHODS` (every available registered map, and "localisation";
-            maps other than the three rules are computed on the centre crop).
+        method: one of :data:`METHODS` (every available registered map, and "localisation":
+            GraphCut on the gradient map), computed by :func:`deepinside.compute_maps`.
         crops: ``"center"`` (the network's centre crop) or ``"ten"`` (the paper's 10-crop
             average; ``"occlusion"`` always uses the centre crop, and says so in the result).
     """
-    from ..methods.backprop import backward_rule
     from ..measures.localisation import bounding_box, saliency_in_image, segment
 
     _check("method", method, METHODS)
@@ -141,13 +139,10 @@ def explore(clf, image: Image.Image, method: str = "gradient", target: int | str
         drop = occ.attribution("score")[0, 0].cpu()
         m = np.asarray(saliency_to_image(drop, image.size, clf, "center"), dtype=np.float32)
         return ExploreResult(image, method, "center", c, clf.class_names[c], m, None, None)
-    if method in _RULE_MAPS or method == "localisation":
-        rule = method if method in ("deconvnet", "guided") else "gradient"
-        with backward_rule(clf.net, rule):
-            m = saliency_in_image(clf, image, [c], crops=crops)[0]
-    else:   # any other registered map, through the one pipeline, on the centre crop
-        crops = "center"
-        m = saliency_in_image(clf, image, [c], crops="center", maps=method)[0]
+    # every other map through the one pipeline (centre crop or the paper's 10 crops); the
+    # localisation's map is the paper's gradient map
+    m = saliency_in_image(clf, image, [c], crops=crops,
+                          maps="gradient" if method == "localisation" else method)[0]
     mask = box = None
     if method == "localisation":
         mask = segment(image, m)

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .backprop import backward_rule, score_gradient
+from .backprop import RULES, backward_rule, score_gradient
 from ..core.frames import MAP_CROPS, check_crops, ten_crop_batch, ten_crop_boxes, ten_crop_coverage
 from ..core.hooks import forward_hook
 from ..core.layers import spatial_layers
@@ -598,7 +598,7 @@ def occlusion_map(clf: Classifier, x: torch.Tensor, targets: torch.Tensor, *, wi
     return m if signed else m.relu()
 
 
-for _rule in ("gradient", "deconvnet", "guided"):
+for _rule in RULES:
     register_map(_rule, rule_map(_rule))
 register_map("smoothgrad", smoothgrad)
 register_map("cam", cam)

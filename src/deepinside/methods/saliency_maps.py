@@ -45,7 +45,7 @@ import torch
 from PIL import Image
 
 from ..core._progress import progress
-from .backprop import map_correlation
+from .backprop import RULES, map_correlation
 from ..core.frames import MAP_CROPS, box_mask, check_crops, map_to_image, ten_crop_boxes
 from ..core.inputs import as_targets
 from .maps import map_pipeline, rule_map
@@ -58,7 +58,7 @@ __all__ = ["saliency", "ten_crop_boxes",  # ten_crop_boxes: re-exported from fra
 #: Accepted values of ``crops`` (the frames of :mod:`deepinside.frames` computed from PIL images).
 CROPS = MAP_CROPS
 #: Accepted values of ``rule`` (Sect. 4: plain gradient, DeconvNet, guided backpropagation).
-SALIENCY_RULES = ("gradient", "deconvnet", "guided")
+SALIENCY_RULES = RULES
 
 Target = int | str | Sequence[int | str] | np.ndarray | torch.Tensor | None
 
