@@ -509,3 +509,37 @@ def test_slow_maps_take_their_localisation_options_unless_given(monkeypatch):
     ev.precompute_saliency(clf, ds, topk=1, maps="smoothgrad", map_options={})   # its own default
     assert "n" not in seen[-1]
     assert ev.LOCALISATION_MAP_OPTIONS["occlusion"] == {"stride": 32}
+
+
+def test_failure_kinds_by_hand():
+    """Issue 23: why an image fails, from its best guess's box and the ground-truth box."""
+    nan = np.full(4, np.nan)
+    box = np.array([[0, 0, 10, 10],      # correct
+                    nan,                 # class not in the top k
+                    nan,                 # no box
+                    [0, 0, 100, 100],    # two objects, a box over both
+                    [0, 0, 40, 40],      # covers the object (10x10) and much more
+                    [2, 2, 4, 4],        # inside the object, far smaller
+                    [50, 50, 60, 60]])   # elsewhere
+    gt = np.array([[0, 0, 10, 10], nan, nan, [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10],
+                   [0, 0, 10, 10]], dtype=float)
+    o = ev.Outcomes(loc1=np.zeros(7, bool), lock=np.array([1, 0, 0, 0, 0, 0, 0], bool),
+                    cls1=np.ones(7, bool), clsk=np.array([1, 0, 1, 1, 1, 1, 1], bool),
+                    best_iou=np.zeros(7), topk=5, box=box.astype(float), gt_box=gt,
+                    n_gt=np.array([1, 0, 1, 2, 1, 1, 1]))
+    assert list(ev.failure_kinds(o)) == list(ev.FAILURES)
+    counts = ev.failure_counts({"row": {"f": o, "g": ev.concat_outcomes(o, o)}}, "row")
+    assert counts["f"] == dict.fromkeys(ev.FAILURES, 1) and counts["g"]["wrong place"] == 2
+    with pytest.raises(ValueError, match="do not record"):
+        ev.failure_kinds(ev.Outcomes(*(np.zeros(2, bool) for _ in range(4)), np.zeros(2), topk=5))
+
+
+def test_outcomes_record_the_best_guess_box():
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))
+    cache = precompute_saliency(clf, ds, topk=2, maps="gradient")
+    o = ev.localisation_outcomes(clf, ds, cache, "centered_box", topk=2)
+    has = ~np.isnan(o.best_iou)
+    assert np.isfinite(o.box[has]).all() and np.isfinite(o.gt_box[has]).all()
+    assert (o.n_gt[has] == 1).all() and np.isnan(o.box[~has]).all()
+    assert set(ev.failure_kinds(o)) <= set(ev.FAILURES)

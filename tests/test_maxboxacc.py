@@ -281,3 +281,32 @@ def test_cli_prints_the_numbers_of_the_function_sharded_or_not(capsys, ilsvrc_ro
     vals = [float(v.rstrip("%")) for v in alone.split()[1:5]]
     assert vals == pytest.approx([round(100 * r["maxboxacc_v2"], 1)]
                                  + [round(100 * r["per_iou"][d], 1) for d in (0.3, 0.5, 0.7)])
+
+
+def test_paired_difference_table_and_centre_baseline(tmp_path):
+    """Paired bootstrap of a difference, the thresholds carried to another set, the centre
+    baseline (no network), and the chapter's table renderer."""
+    from deepinside.figures.localisation_tables import maxboxacc_markdown
+    from deepinside.measures.maxboxacc import (CENTRE, centre_map, max_box_accuracy, paired_maxboxacc,
+                                               transferred_thresholds)
+
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 100, 3)) < 0.7
+    b = a & (rng.random((40, 100, 3)) < 0.6)           # b hits a subset of a's hits
+    p = paired_maxboxacc(a, b)
+    assert p["diff"] > 0 and p["se"] > 0 and p["significant"]
+    assert paired_maxboxacc(a, a)["diff"] == 0 and paired_maxboxacc(a, a)["se"] == 0
+    ra = {"hits": a, **max_box_accuracy_from_hits(a)}
+    rb = {"hits": b, **max_box_accuracy_from_hits(b)}
+    assert transferred_thresholds(ra, ra) == pytest.approx(ra["maxboxacc_v2"])
+    assert transferred_thresholds(rb, ra) <= ra["maxboxacc_v2"] + 1e-12
+    md = maxboxacc_markdown({"a": {"x": ra, "y": rb}, "b": {"x": rb, "y": ra}}).splitlines()
+    assert len(md) == 4 and "x at y's thresholds" in md[0] and md[2].startswith("| a | ")
+    m = centre_map(32)
+    assert m.shape == (32, 32) and m.max() <= 1 and np.unravel_index(m.argmax(), m.shape) in [(15, 15), (16, 16), (15, 16), (16, 15)]
+    ds = IlsvrcDataset(_white_box_folder(tmp_path / "ds", [((32, 32), WNIDS[0], [(8, 8, 23, 23)])]))
+    clf = tiny_clf(conv_clf(seed=0).net, 4, size=32)
+    r = max_box_accuracy(clf, ds, maps=CENTRE)
+    assert r["per_iou"][0.7] == 1.0          # a centred box: the centre baseline finds it
+    with pytest.raises(ValueError, match="no options"):
+        max_box_accuracy(clf, ds, maps=CENTRE, signed=True)

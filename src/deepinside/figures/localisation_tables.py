@@ -6,7 +6,8 @@ from typing import Mapping, Sequence
 
 from ..measures.evaluation import Comparison, Outcomes, bootstrap_se, compare_rows, concat_outcomes
 
-__all__ = ["table_markdown", "grid_markdown", "comparisons_markdown", "results_markdown"]
+__all__ = ["table_markdown", "grid_markdown", "comparisons_markdown", "results_markdown",
+           "maxboxacc_markdown", "maxboxacc_comparisons_markdown", "failure_markdown"]
 
 
 def table_markdown(table: Mapping[str, Mapping[str, Outcomes]], n_boot: int = 2000) -> str:
@@ -111,4 +112,69 @@ def results_markdown(
         lines.append(f"| {name} | {pct(r['top1_loc_err'])} | {pct(r[f'top{topk}_loc_err'])} |")
     for name, (e1, ek) in (reference or {}).items():
         lines.append(f"| {name} | {pct(e1)} | {pct(ek)} |")
+    return "\n".join(lines)
+
+
+def maxboxacc_markdown(table: Mapping[str, Mapping[str, dict]], n_boot: int = 1000) -> str:
+    """A Markdown table of :func:`deepinside.measures.maxboxacc.maxboxacc_table`: per map and
+    folder, MaxBoxAccV2 (%) ± its bootstrap standard error and MaxBoxAcc at IoU 0.3 / 0.5 / 0.7;
+    with two folders, also each folder's MaxBoxAccV2 at the thresholds chosen on the other."""
+    from ..measures.maxboxacc import bootstrap_se_maxboxacc, transferred_thresholds
+
+    if not table:
+        raise ValueError("maxboxacc_markdown() got an empty table")
+    folders = list(next(iter(table.values())))
+    swap = len(folders) == 2
+    head = [f"{f}: MaxBoxAccV2 (IoU 0.3 / 0.5 / 0.7)" for f in folders]
+    if swap:
+        a, b = folders
+        head += [f"{a} at {b}'s thresholds", f"{b} at {a}'s thresholds"]
+    lines = ["| map | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for name, per in table.items():
+        cells = []
+        for f in folders:
+            r = per[f]
+            se = bootstrap_se_maxboxacc(r["hits"], n_boot)["maxboxacc_v2"]
+            ious = " / ".join(f"{100 * v:.0f}" for v in r["per_iou"].values())
+            cells.append(f"{100 * r['maxboxacc_v2']:.1f} ± {100 * se:.1f} ({ious})")
+        if swap:
+            cells += [f"{100 * transferred_thresholds(per[b], per[a]):.1f}",
+                      f"{100 * transferred_thresholds(per[a], per[b]):.1f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def maxboxacc_comparisons_markdown(comparisons: Mapping[tuple[str, str], Mapping[str, Mapping[str, float]]]) -> str:
+    """A Markdown table of :func:`deepinside.measures.maxboxacc.maxboxacc_comparisons`: MaxBoxAccV2
+    of the first map minus the second, in points ± its paired bootstrap standard error, per
+    folder; **bold**: beyond 2 standard errors."""
+    if not comparisons:
+        raise ValueError("maxboxacc_comparisons_markdown() got no comparisons")
+    folders = list(next(iter(comparisons.values())))
+    lines = ["| comparison | " + " | ".join(f"{f}: difference" for f in folders) + " |",
+             "|---|" + "---:|" * len(folders)]
+    for (a, b), per in comparisons.items():
+        cells = []
+        for f in folders:
+            c = per[f]
+            text = f"{100 * c['diff']:+.1f} ± {100 * c['se']:.1f}"
+            cells.append(f"**{text}**" if c["significant"] else text)
+        lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def failure_markdown(counts: Mapping[str, Mapping[str, Mapping[str, int]]]) -> str:
+    """A Markdown table of :func:`deepinside.measures.evaluation.failure_counts` for several rows:
+    one line per kind, one column per (row, folder): the number of images and their share."""
+    if not counts:
+        raise ValueError("failure_markdown() got no counts")
+    cols = [(r, f) for r, per in counts.items() for f in per]
+    kinds = list(next(iter(next(iter(counts.values())).values())))
+    lines = ["| kind | " + " | ".join(f"{r}, {f}" for r, f in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for k in kinds:
+        cells = []
+        for r, f in cols:
+            c = counts[r][f]
+            cells.append(f"{c[k]} ({100 * c[k] / max(1, sum(c.values())):.0f} %)")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -42,7 +42,8 @@ __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache"
            "grid_rows",
            "bootstrap_se", "paired_comparison", "Comparison", "concat_outcomes", "DEFAULT_MAPS",
            "DEFAULT_SEGMENT", "LOCALISATION_MAP_OPTIONS", "typical_images", "guess_details",
-           "localisation_table", "compare_rows"]
+           "localisation_table", "compare_rows", "FAILURES", "failure_kinds", "failure_counts",
+           "failure_examples"]
 
 Box = tuple[float, float, float, float]
 
@@ -606,6 +607,10 @@ class Outcomes:
         best_iou: float ``(N,)``: the largest IoU of a top-k guess of a ground-truth class with a
             ground-truth box of that class (0 for an empty box; NaN when no guess has the class).
         topk: k.
+        box, gt_box: float ``(N, 4)``: that guess's box and the ground-truth box it overlaps most
+            (original pixels; NaN rows where no guess has the class or no box was found), for
+            :func:`failure_kinds`; None when not recorded.
+        n_gt: int ``(N,)``: ground-truth boxes of the guessed class (None when not recorded).
     """
 
     loc1: np.ndarray
@@ -614,6 +619,9 @@ class Outcomes:
     clsk: np.ndarray
     best_iou: np.ndarray
     topk: int
+    box: np.ndarray | None = None
+    gt_box: np.ndarray | None = None
+    n_gt: np.ndarray | None = None
 
     def summary(self) -> dict[str, float | int]:
         """The dictionary :func:`evaluate_localisation` returns (error fractions and ``n``)."""
@@ -637,6 +645,8 @@ def localisation_outcomes(clf, dataset, cache: SaliencyCache, boxes: str | BoxMe
     n = len(dataset)
     loc1, lock, cls1, clsk = (np.zeros(n, bool) for _ in range(4))
     best = np.full(n, np.nan)
+    best_box, best_gt = np.full((n, 4), np.nan), np.full((n, 4), np.nan)
+    n_gt = np.zeros(n, np.int64)
     records = getattr(dataset, "records", None)
     name = getattr(fn, "__name__", type(fn).__name__)
     memo = getattr(cache, "boxes", None)   # None in a cache pickled before it had the field
@@ -656,14 +666,20 @@ def localisation_outcomes(clf, dataset, cache: SaliencyCache, boxes: str | BoxMe
                       memo=memo.setdefault((i, r), {}) if memo is not None else None)
             box = fn(g)
             guesses.append((c, box))
-            o = max((iou(box, gb) for gb, gc in zip(gts, gt_cls) if gc == c), default=0.0) \
-                if box is not None else 0.0
+            same = [gb for gb, gc in zip(gts, gt_cls) if gc == c]
+            scores = [iou(box, gb) for gb in same] if box is not None else []
+            o = max(scores, default=0.0)
+            if np.isnan(best[i]) or o > best[i]:
+                n_gt[i] = len(same)
+            if box is not None and (np.isnan(best_box[i, 0]) or o > best[i]):
+                best_box[i], best_gt[i] = box, same[int(np.argmax(scores))]
+                n_gt[i] = len(same)
             best[i] = o if np.isnan(best[i]) else max(best[i], o)
         loc1[i] = localisation_correct(guesses, gts, gt_cls, k=1, min_iou=min_iou)
         lock[i] = localisation_correct(guesses, gts, gt_cls, k=topk, min_iou=min_iou)
         cls1[i] = int(cache.classes[i, 0]) in gt_cls
         clsk[i] = any(int(c) in gt_cls for c in cache.classes[i, :topk])
-    return Outcomes(loc1, lock, cls1, clsk, best, topk)
+    return Outcomes(loc1, lock, cls1, clsk, best, topk, best_box, best_gt, n_gt)
 
 
 class _Once:
@@ -817,8 +833,65 @@ def concat_outcomes(*parts: Outcomes) -> Outcomes:
         raise ValueError("concat_outcomes() needs at least one Outcomes")
     if len({p.topk for p in parts}) != 1:
         raise ValueError("cannot join outcomes of different k")
+    extra = {f: (np.concatenate([getattr(p, f) for p in parts])
+                 if all(getattr(p, f) is not None for p in parts) else None)
+             for f in ("box", "gt_box", "n_gt")}
     return Outcomes(*(np.concatenate([getattr(p, f) for p in parts])
-                      for f in ("loc1", "lock", "cls1", "clsk", "best_iou")), parts[0].topk)
+                      for f in ("loc1", "lock", "cls1", "clsk", "best_iou")), parts[0].topk, **extra)
+
+
+#: The kinds of :func:`failure_kinds`, in the order they are tested.
+FAILURES = ("correct", "class not in the top k", "no box", "several objects", "box too large",
+            "box too small", "wrong place")
+
+
+def failure_kinds(outcomes: Outcomes, min_iou: float = 0.5) -> np.ndarray:
+    """Why each image is (or is not) correctly localised at top-k: ``(N,)`` strings of
+    :data:`FAILURES`. For a failure whose class was guessed, the guess's box ``B`` and the
+    ground-truth box ``G`` it overlaps most (:class:`Outcomes` ``box`` / ``gt_box``):
+
+    - *several objects*: the image has two or more boxes of the class and ``B`` is larger than
+      ``G`` (it spans several objects, or the wrong one of them);
+    - *box too large*: ``B`` covers at least half of ``G`` but is larger than ``G``;
+    - *box too small*: at least half of ``B`` lies in ``G``, and ``B`` is smaller;
+    - *wrong place*: neither (the box is elsewhere);
+    - *no box*: the box rule gave none; *class not in the top k*: no guess has the class.
+    """
+    if outcomes.box is None or outcomes.gt_box is None or outcomes.n_gt is None:
+        raise ValueError("these outcomes do not record the boxes (computed by an older version?)")
+    kinds = np.empty(len(outcomes.lock), dtype=object)
+    b, g = outcomes.box, outcomes.gt_box
+    area = lambda r: np.clip(r[:, 2] - r[:, 0], 0, None) * np.clip(r[:, 3] - r[:, 1], 0, None)  # noqa: E731
+    inter = (np.clip(np.minimum(b[:, 2], g[:, 2]) - np.maximum(b[:, 0], g[:, 0]), 0, None)
+             * np.clip(np.minimum(b[:, 3], g[:, 3]) - np.maximum(b[:, 1], g[:, 1]), 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cover, inside, larger = inter / area(g), inter / area(b), area(b) > area(g)
+    for i in range(len(kinds)):
+        if outcomes.lock[i]:
+            kinds[i] = FAILURES[0]
+        elif not outcomes.clsk[i]:
+            kinds[i] = FAILURES[1]
+        elif np.isnan(b[i]).any():
+            kinds[i] = FAILURES[2]
+        elif outcomes.n_gt[i] >= 2 and larger[i]:
+            kinds[i] = FAILURES[3]
+        elif cover[i] >= 0.5 and larger[i]:
+            kinds[i] = FAILURES[4]
+        elif inside[i] >= 0.5 and not larger[i]:
+            kinds[i] = FAILURES[5]
+        else:
+            kinds[i] = FAILURES[6]
+    return kinds.astype(str)
+
+
+def failure_counts(table: Mapping[str, Mapping[str, Outcomes]], row: str) -> dict[str, dict[str, int]]:
+    """:func:`failure_kinds` of one row of :func:`localisation_table`, counted per folder:
+    ``{folder: {kind: count}}`` (every kind of :data:`FAILURES`, zeros included)."""
+    out = {}
+    for folder, o in table[row].items():
+        kinds = failure_kinds(o)
+        out[folder] = {k: int((kinds == k).sum()) for k in FAILURES}
+    return out
 
 
 # -- tables of several settings ------------------------------------------------------------------
@@ -927,3 +1000,18 @@ def compare_rows(table: Mapping[str, Mapping[str, Outcomes]], a: str, b: str,
     return paired_comparison(pick(a), pick(b))
 
 
+
+
+def failure_examples(table: Mapping[str, Mapping[str, Outcomes]], row: str,
+                     kinds: Sequence[str]) -> list[tuple[str, int, str]]:
+    """The first image of each of ``kinds`` (:data:`FAILURES`) in a row of
+    :func:`localisation_table`, over its folders in order: ``[(folder, index, kind), ...]``
+    (a kind no image has is left out)."""
+    found = []
+    for kind in kinds:
+        for folder, o in table[row].items():
+            hit = np.flatnonzero(failure_kinds(o) == kind)
+            if hit.size:
+                found.append((folder, int(hit[0]), kind))
+                break
+    return found

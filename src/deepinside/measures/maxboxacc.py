@@ -75,7 +75,7 @@ import torch
 
 __all__ = ["DEFAULT_IOUS", "accuracy_at", "bootstrap_se_maxboxacc", "box_hits", "box_iou",
            "default_thresholds", "max_box_accuracy", "max_box_accuracy_from_counts",
-           "max_box_accuracy_from_hits"]
+           "max_box_accuracy_from_hits", "paired_maxboxacc", "maxboxacc_comparisons", "CENTRE", "centre_map", "maxboxacc_table", "transferred_thresholds"]
 
 DEFAULT_IOUS: tuple[float, ...] = (0.3, 0.5, 0.7)
 """The IoU thresholds :math:`\\delta` of MaxBoxAccV2 (Choe et al. 2020, Sect. 4)."""
@@ -405,21 +405,69 @@ def bootstrap_se_maxboxacc(
     h = _check_hits(hits, ious)
     n_boot = check_int("n_boot", n_boot, lo=2)
     seed = check_int("seed", seed, lo=0)
-    n, t, d = h.shape
-    rng = np.random.default_rng(seed)
-    flat = h.reshape(n, t * d).astype(np.float64)
-    chunk = max(1, min(n_boot, 4_000_000 // n))
-    per = np.empty((n_boot, d))
-    for lo in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - lo)
-        idx = rng.integers(0, n, size=(b, n))
-        counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
-        acc = (counts @ flat).reshape(b, t, d) / n          # (b, T, D) BoxAcc of each resample
-        per[lo:lo + b] = acc.max(axis=1)
+    per = _resampled_maxima([h], n_boot, seed)[0]          # (n_boot, D)
     v2 = per.mean(axis=1)
     return {"maxboxacc_v2": float(v2.std(ddof=1)),
             "per_iou": {dl: float(per[:, k].std(ddof=1)) for k, dl in enumerate(ious)},
             "n_boot": n_boot}
+
+
+def _resampled_maxima(hits: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
+    """MaxBoxAcc(delta) ``(n_boot, D)`` of each ``(N, T, D)`` hits array on the same ``n_boot``
+    resamples of the N images (so differences are paired). Vectorised: the resampled counts
+    ``(B, N)`` (``np.bincount``) times the hits ``(N, T*D)`` give every resample's BoxAcc."""
+    n = hits[0].shape[0]
+    rng = np.random.default_rng(seed)
+    flats = [h.reshape(n, -1).astype(np.float64) for h in hits]
+    chunk = max(1, min(n_boot, 4_000_000 // n))
+    out = [np.empty((n_boot, h.shape[2])) for h in hits]
+    for lo in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - lo)
+        idx = rng.integers(0, n, size=(b, n))
+        counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+        for h, flat, o in zip(hits, flats, out):
+            acc = (counts @ flat).reshape(b, h.shape[1], h.shape[2]) / n   # BoxAcc per resample
+            o[lo:lo + b] = acc.max(axis=1)
+    return out
+
+
+def paired_maxboxacc(hits_a: np.ndarray, hits_b: np.ndarray, n_boot: int = 1000, seed: int = 0, *,
+                     ious: Sequence[float] = DEFAULT_IOUS) -> dict[str, float]:
+    r"""MaxBoxAccV2 of ``a`` minus that of ``b`` on the same images, with its bootstrap standard
+    error (images resampled, both re-maximised over :math:`\tau` in each resample).
+
+    Returns:
+        ``{"diff": float, "se": float, "significant": bool}`` (fractions; ``significant``: the
+        difference exceeds two standard errors).
+    """
+    from ..core.inputs import check_int
+
+    ious = _check_ious(ious)
+    a, b = _check_hits(hits_a, ious), _check_hits(hits_b, ious)
+    if a.shape != b.shape:
+        raise ValueError(f"paired hits must have one shape, got {a.shape} and {b.shape}")
+    n_boot = check_int("n_boot", n_boot, lo=2)
+    seed = check_int("seed", seed, lo=0)
+    diff = (max_box_accuracy_from_hits(a, ious)["maxboxacc_v2"]
+            - max_box_accuracy_from_hits(b, ious)["maxboxacc_v2"])
+    pa, pb = _resampled_maxima([a, b], n_boot, seed)
+    se = float((pa.mean(axis=1) - pb.mean(axis=1)).std(ddof=1))
+    return {"diff": float(diff), "se": se, "significant": bool(abs(diff) > 2 * se)}
+
+
+def maxboxacc_table(clf: Any, datasets: Mapping[str, Any], maps: Sequence[str],
+                    options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, dict]]:
+    """:func:`max_box_accuracy` (with its hits) of every map on every dataset:
+    ``{map: {folder: result}}``, in the order given; ``options``: map -> its options."""
+    return {m: {f: max_box_accuracy(clf, ds, maps=m, return_hits=True, **dict((options or {}).get(m, {})))
+                for f, ds in datasets.items()} for m in maps}
+
+
+def transferred_thresholds(chosen_on: Mapping[str, Any], applied_to: Mapping[str, Any]) -> float:
+    """MaxBoxAccV2 on ``applied_to`` (a result with ``"hits"``) at the thresholds that were best on
+    ``chosen_on``: what choosing them on a separate split (as wsolevaluation does) gives."""
+    acc = accuracy_at(applied_to["hits"], chosen_on["best_threshold"], thresholds=applied_to.get("thresholds"))
+    return float(np.mean(list(acc.values())))
 
 
 # -- end to end -----------------------------------------------------------------------------------
@@ -446,6 +494,19 @@ def _record_boxes(rec: Any, size: int) -> list[tuple[int, int, int, int]]:
         out.append((int(inc[0] * size / w), int(inc[1] * size / h),
                     int(inc[2] * size / w), int(inc[3] * size / h)))
     return out
+
+
+#: The map name of the baseline that looks at no image: a centred Gaussian (every threshold gives a
+#: centred box, from the whole image down to a few pixels).
+CENTRE = "centre"
+
+
+def centre_map(size: int) -> np.ndarray:
+    """``(size, size)`` isotropic Gaussian centred on the image, sigma ``size / 4``, max 1: the
+    centre baseline (thresholded, centred squares of every size)."""
+    c = (size - 1) / 2
+    y, x = np.mgrid[:size, :size]
+    return np.exp(-((y - c) ** 2 + (x - c) ** 2) / (2 * (size / 4) ** 2)).astype(np.float32)
 
 
 def max_box_accuracy(
@@ -476,7 +537,8 @@ def max_box_accuracy(
         ds: an :class:`~deepinside.data.IlsvrcDataset` (or any sized iterable of ``(PIL image,
             IlsvrcRecord)``).
         maps: a registered map name (:func:`deepinside.maps.map_names`), e.g. ``"cam"``,
-            ``"gradcam"``, ``"gradient"``.
+            ``"gradcam"``, ``"gradient"``, or :data:`CENTRE` (``"centre"``: the baseline that
+            looks at no image, :func:`centre_map`).
         ious: the IoU thresholds :math:`\delta`, each in (0, 1].
         multi_contour: True: all contours (MaxBoxAccV2); False: the largest contour (V1).
         batch_size: images per :func:`compute_maps` call.
@@ -496,8 +558,11 @@ def max_box_accuracy(
     from ..core.inputs import check_bool, check_int
     from ..methods.maps import compute_maps, map_names
 
-    if not isinstance(maps, str) or maps not in map_names():
-        raise ValueError(f"unknown map method {maps!r}; known methods: {', '.join(map_names())}")
+    if not isinstance(maps, str) or (maps not in map_names() and maps != CENTRE):
+        raise ValueError(f"unknown map method {maps!r}; known methods: {', '.join(map_names())} "
+                         f"(and {CENTRE!r}, the baseline)")
+    if maps == CENTRE and options:
+        raise ValueError(f"the {CENTRE!r} baseline has no options, got {sorted(options)}")
     ious = _check_ious(ious)
     t = _check_thresholds(thresholds)
     multi_contour = check_bool("multi_contour", multi_contour)
@@ -518,10 +583,13 @@ def max_box_accuracy(
     def flush() -> None:
         import cv2
 
-        x = clf.normalize(clf.to_tensor01(imgs))
-        tgt = torch.tensor(labels, dtype=torch.long, device=clf.device)
-        m = compute_maps(clf, x, targets=tgt, method=maps, batch_size=batch_size, **options)
-        m = m.detach().float().cpu().numpy()
+        if maps == CENTRE:   # no network: the same centred Gaussian for every image
+            m = np.repeat(centre_map(size)[None], len(imgs), axis=0)
+        else:
+            x = clf.normalize(clf.to_tensor01(imgs))
+            tgt = torch.tensor(labels, dtype=torch.long, device=clf.device)
+            m = compute_maps(clf, x, targets=tgt, method=maps, batch_size=batch_size, **options)
+            m = m.detach().float().cpu().numpy()
         if m.shape[1:] != (size, size):
             m = np.stack([cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC) for a in m])
         hits.append(box_hits(_normalise_maps(m), boxes, t, ious, multi_contour))
@@ -545,3 +613,12 @@ def max_box_accuracy(
         out["hits"] = h
         out["thresholds"] = t
     return out
+
+
+def maxboxacc_comparisons(table: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                          pairs: Sequence[tuple[str, str]], n_boot: int = 1000,
+                          seed: int = 0) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """:func:`paired_maxboxacc` of each pair of maps of :func:`maxboxacc_table` on each folder:
+    ``{(a, b): {folder: {"diff", "se", "significant"}}}``."""
+    return {(a, b): {f: paired_maxboxacc(table[a][f]["hits"], table[b][f]["hits"], n_boot, seed)
+                     for f in table[a]} for a, b in pairs}
