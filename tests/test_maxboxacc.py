@@ -301,7 +301,7 @@ def test_paired_difference_table_and_centre_baseline(tmp_path):
     assert transferred_thresholds(ra, ra) == pytest.approx(ra["maxboxacc_v2"])
     assert transferred_thresholds(rb, ra) <= ra["maxboxacc_v2"] + 1e-12
     md = maxboxacc_markdown({"a": {"x": ra, "y": rb}, "b": {"x": rb, "y": ra}}).splitlines()
-    assert len(md) == 4 and "x at y's thresholds" in md[0] and md[2].startswith("| a | ")
+    assert len(md) == 4 and "x, τ of y" in md[0] and md[2].startswith("| a | ")
     m = centre_map(32)
     assert m.shape == (32, 32) and m.max() <= 1 and np.unravel_index(m.argmax(), m.shape) in [(15, 15), (16, 16), (15, 16), (16, 15)]
     ds = IlsvrcDataset(_white_box_folder(tmp_path / "ds", [((32, 32), WNIDS[0], [(8, 8, 23, 23)])]))

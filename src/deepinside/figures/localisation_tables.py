@@ -117,25 +117,26 @@ def results_markdown(
 
 def maxboxacc_markdown(table: Mapping[str, Mapping[str, dict]], n_boot: int = 1000) -> str:
     """A Markdown table of :func:`deepinside.measures.maxboxacc.maxboxacc_table`: per map and
-    folder, MaxBoxAccV2 (%) ± its bootstrap standard error and MaxBoxAcc at IoU 0.3 / 0.5 / 0.7;
-    with two folders, also each folder's MaxBoxAccV2 at the thresholds chosen on the other."""
+    folder, MaxBoxAccV2 (%) ± its bootstrap standard error and, in brackets, MaxBoxAcc at IoU
+    0.3/0.5/0.7; with two folders, also each folder's MaxBoxAccV2 at the thresholds (τ) chosen
+    on the other."""
     from ..measures.maxboxacc import bootstrap_se_maxboxacc, transferred_thresholds
 
     if not table:
         raise ValueError("maxboxacc_markdown() got an empty table")
     folders = list(next(iter(table.values())))
     swap = len(folders) == 2
-    head = [f"{f}: MaxBoxAccV2 (IoU 0.3 / 0.5 / 0.7)" for f in folders]
+    head = list(folders)
     if swap:
         a, b = folders
-        head += [f"{a} at {b}'s thresholds", f"{b} at {a}'s thresholds"]
+        head += [f"{a}, τ of {b}", f"{b}, τ of {a}"]
     lines = ["| map | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
     for name, per in table.items():
         cells = []
         for f in folders:
             r = per[f]
             se = bootstrap_se_maxboxacc(r["hits"], n_boot)["maxboxacc_v2"]
-            ious = " / ".join(f"{100 * v:.0f}" for v in r["per_iou"].values())
+            ious = "/".join(f"{100 * v:.0f}" for v in r["per_iou"].values())
             cells.append(f"{100 * r['maxboxacc_v2']:.1f} ± {100 * se:.1f} ({ious})")
         if swap:
             cells += [f"{100 * transferred_thresholds(per[b], per[a]):.1f}",
