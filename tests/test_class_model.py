@@ -459,3 +459,29 @@ def test_train_mode_model_with_batchnorm_is_left_as_found(param):
         class_model(clf, [0, 2], steps=2, param=param, show_progress=False)
     assert calls and assert_same_state(before, model_state(net)) is None
     assert all(torch.equal(buffers[k], v) for k, v in net.named_buffers())
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(objective="posterior"), dict(param="fourier"),
+                                dict(param="fourier", objective="posterior", lr=0.1)])
+def test_passes_in_chunks_give_the_same_optimisation(kw):
+    """batch_size splits each step's forward/backward pass only (issue 21: memory): 5 images in
+    chunks of 2 (and of 1) follow the same path as one pass of 5, random transforms included,
+    histories and snapshots alike; the model's state is left alone."""
+    clf = linear_clf(n_classes=5, size=16)
+    clf.net.train()
+    before = model_state(clf.net)
+    run = lambda b: class_model(clf, [0, 1, 2, 3, 4], steps=12, l2=0.05, seed=4, batch_size=b,
+                                show_progress=False, **({"lr": 0.05} | kw))
+    one, *chunked = run(5), run(2), run(1)
+    for r in chunked:
+        assert torch.allclose(r.inputs, one.inputs, atol=1e-5)
+        assert torch.allclose(r.scores, one.scores, atol=1e-4)
+        assert torch.allclose(r.others_max, one.others_max, atol=1e-4)
+    assert not torch.equal(one.inputs[0], one.inputs[1])  # the images did move, each its own way
+    assert_same_state(before, model_state(clf.net))
+
+
+@pytest.mark.parametrize("bad, err", [(0, ValueError), (2.5, TypeError), ("8", TypeError)])
+def test_bad_batch_size_is_refused(bad, err):
+    with pytest.raises(err, match="batch_size"):
+        class_model(linear_clf(), [0, 1], steps=2, batch_size=bad, show_progress=False)

@@ -543,3 +543,23 @@ def test_outcomes_record_the_best_guess_box():
     assert np.isfinite(o.box[has]).all() and np.isfinite(o.gt_box[has]).all()
     assert (o.n_gt[has] == 1).all() and np.isnan(o.box[~has]).all()
     assert set(ev.failure_kinds(o)) <= set(ev.FAILURES)
+
+
+def test_a_table_classifies_each_folder_once(monkeypatch):
+    """Issue 21: the top-k guesses are the centre crop's whatever the map, so a table of three
+    maps over two folders runs one classification pass per folder, and every cache holds the
+    same guesses as a cache made alone."""
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    alone = precompute_saliency(clf, ds, topk=2, maps="gradient")
+    calls = []
+    real = ev.classify_topk
+    monkeypatch.setattr(ev, "classify_topk", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rows = ev.grid_rows(["gradient", "guided", "deconvnet"], {"t": dict(boxes="threshold")})
+    caches: dict = {}
+    ev.localisation_table(clf, {"a": ds, "b": ds}, rows, topk=2, caches=caches)
+    assert len(calls) == 2 and len(caches) == 6
+    for c in caches.values():
+        assert np.array_equal(c.classes, alone.classes) and np.array_equal(c.probs, alone.probs)
+    with pytest.raises(ValueError, match="guesses must be"):
+        precompute_saliency(clf, ds, topk=2, guesses=(alone.classes[:2], alone.probs))

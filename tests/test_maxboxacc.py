@@ -310,3 +310,25 @@ def test_paired_difference_table_and_centre_baseline(tmp_path):
     assert r["per_iou"][0.7] == 1.0          # a centred box: the centre baseline finds it
     with pytest.raises(ValueError, match="no options"):
         max_box_accuracy(clf, ds, maps=CENTRE, signed=True)
+
+
+def test_box_hits_on_threads_equal_one_thread(monkeypatch):
+    """Issue 21: the images' contours run on a thread pool when the process has several cores;
+    the hits are those of the one-thread loop, image for image."""
+    import os
+
+    rng = np.random.default_rng(3)
+    maps = rng.random((12, 32, 32)).astype(np.float32)
+    maps = np.stack([cv2_blur(m) for m in maps])
+    maps = (maps - maps.min((1, 2), keepdims=True)) / np.ptp(maps, (1, 2), keepdims=True)
+    gts = [[(2, 3, 20, 25)], [(0, 0, 31, 31), (5, 5, 9, 9)]] * 6
+    many = box_hits(maps, gts)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    one = box_hits(maps, gts)
+    assert many.shape == (12, 100, 3) and np.array_equal(many, one) and 0 < many.mean() < 1
+
+
+def cv2_blur(m):
+    import cv2
+
+    return cv2.GaussianBlur(m, (0, 0), 3)

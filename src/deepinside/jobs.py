@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .core.models import BATCH_SIZE
 from .core.distributed import ShardStore, Subset, distributed, run_sharded
 from .methods.features import ImageList, TopActivations, top_activations
 
@@ -65,7 +66,7 @@ def merge_top_activations(layer: str, parts: Sequence[dict[str, Any]], k: int) -
 
 
 def top_activations_job(load_clf, data: Any, layers: Sequence[str],
-                        units: dict[str, list[int] | None], k: int = 9, *, batch_size: int = 32,
+                        units: dict[str, list[int] | None], k: int = 9, *, batch_size: int = BATCH_SIZE,
                         shard_size: int = 256, device: Any = "cpu", threads: int | None = None,
                         store: ShardStore | None = None) -> dict[str, TopActivations] | None:
     """The top-``k`` scan of ``layers`` over ``data``, sharded; the merged result on rank 0.

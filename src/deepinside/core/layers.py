@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .models import BATCH_SIZE
 from .hooks import StopForward, forward_hooks
 
 __all__ = ["net_of", "device_of", "resolve_layer", "forward_to", "activations", "spatial_layers"]
@@ -112,7 +113,7 @@ def spatial_layers(net: nn.Module, x: torch.Tensor | None = None) -> list[str]:
     return list(dict.fromkeys(order))
 
 
-def activations(clf: Any, images: Any, layer: str, batch_size: int = 32) -> torch.Tensor:
+def activations(clf: Any, images: Any, layer: str, batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """The feature maps of ``layer`` for some images (PIL images or a network-input tensor):
     ``(N, K, h, w)`` float32 on the CPU; each pass stops at ``layer``, the model is left as found."""
     from .inputs import as_batch, check_int

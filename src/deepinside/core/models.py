@@ -57,6 +57,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Minimum length of the shorter image side accepted by :meth:`Classifier.preprocess`.
 MIN_IMAGE_SIDE = 8
+#: Images per forward (and backward) pass wherever a function takes ``batch_size`` and the caller
+#: gives none. On a CPU the small batch is also the fast one (EfficientNet-Lite0, 224 px, one
+#: thread: forward 40 ms per image in batches of 8 against 72 ms in batches of 32; forward and
+#: backward 63 against 94 ms), and a backward pass keeps about 80 MB per image alive, so 8 images
+#: stay inside a reader's 2 GB (Binder) with the model loaded (issue 21). Pass a larger
+#: ``batch_size`` on a GPU.
+BATCH_SIZE = 8
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -174,7 +181,7 @@ class Classifier:
         return dataclasses.replace(self, **changes)
 
     # -- inference ------------------------------------------------------------------------
-    def scores(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def scores(self, x: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
         """Class scores (logits) ``(N, 1000)`` of a normalised batch, without gradients.
 
         ``x`` must be a floating-point ``(N, 3, H, W)`` tensor without NaN/inf, N >= 1; float64
@@ -192,7 +199,7 @@ class Classifier:
                               for i in range(0, len(x), int(batch_size))])
 
     def predict(
-        self, images: Image.Image | Sequence[Image.Image], topk: int = 5, batch_size: int = 32
+        self, images: Image.Image | Sequence[Image.Image], topk: int = 5, batch_size: int = BATCH_SIZE
     ) -> list[list[tuple[int, str, float]]]:
         """Top-k ``(class_index, class_name, probability)`` for each image (centre crop)."""
         if isinstance(images, Image.Image):
@@ -248,7 +255,7 @@ class Classifier:
 
 def accuracy(
     clf: Classifier, images: Sequence[Image.Image], labels: Sequence[int], topk: Sequence[int] = (1, 5),
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, float]:
     """Top-k classification accuracy (centre crop) of ``clf`` on labelled images.
 

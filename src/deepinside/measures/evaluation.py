@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from ..methods.backprop import RULES
 from ..core.data import load_image
@@ -422,11 +423,12 @@ def precompute_saliency(
     crops: Crops = "full",
     classes: Literal["needed", "all"] = "needed",
     rule: str = "gradient",
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     chunk: int = 16,
     maps: str | None = None,
     full_side: int | None = None,
     map_options: Mapping[str, object] | None = None,
+    guesses: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SaliencyCache:
     """Classify every image (centre crop) and compute the saliency maps of its top-k classes once.
 
@@ -453,6 +455,9 @@ def precompute_saliency(
         map_options: options of the map method, passed to :func:`deepinside.compute_maps`
             (e.g. ``{"n": 50}`` for SmoothGrad, ``{"stride": 16}`` for occlusion); None: those of
             :data:`LOCALISATION_MAP_OPTIONS` for that method (``{}``: the method's own defaults).
+        guesses: ``(classes, probs)``, both ``(N, topk)``, of an earlier cache of the same
+            dataset and classifier (its :attr:`SaliencyCache.classes` / ``probs``): the
+            classification is the same centre crop whatever the maps, so it is not run again.
     """
     check_crops(crops)
     if maps is None:
@@ -474,12 +479,19 @@ def precompute_saliency(
         raise ValueError("the dataset is empty")
     all_cls = np.zeros((n, topk), dtype=np.int64)
     all_p = np.zeros((n, topk), dtype=np.float32)
+    if guesses is not None:
+        shapes = tuple(np.shape(g) for g in guesses)
+        if len(guesses) != 2 or shapes != ((n, topk), (n, topk)):
+            raise ValueError(f"guesses must be (classes, probs) of shape ({n}, {topk}) each, got {shapes}")
     cache = SaliencyCache(crops, all_cls, all_p, [(0, 0)] * n)
     bar = progress(total=n, desc=f"saliency ({crops})", unit="img")
     for start in range(0, n, chunk):
         items = [dataset[i] for i in range(start, min(n, start + chunk))]
         imgs = [im for im, _ in items]
-        c, p = classify_topk(clf, imgs, topk, batch_size)
+        if guesses is None:
+            c, p = classify_topk(clf, imgs, topk, batch_size)
+        else:
+            c, p = (g[start:start + len(imgs)] for g in guesses)
         all_cls[start:start + len(imgs)] = c
         all_p[start:start + len(imgs)] = p
         pairs = []  # (image index, rank)
@@ -510,7 +522,7 @@ def precompute_saliency(
     return cache
 
 
-def classify_topk(clf, images: Sequence[Image.Image], topk: int, batch_size: int = 32
+def classify_topk(clf, images: Sequence[Image.Image], topk: int, batch_size: int = BATCH_SIZE
                   ) -> tuple[np.ndarray, np.ndarray]:
     """The one classification pass of the evaluation: top-k classes ``(N, k)`` int64 and their
     softmax probabilities ``(N, k)`` float32 on the centre crop (the ILSVRC guesses)."""
@@ -542,7 +554,7 @@ def evaluate_localisation(
     crops: Crops = "full",
     cache: SaliencyCache | None = None,
     min_iou: float = 0.5,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     *,
     boxes: str | BoxMethod | None = None,
     rule: str = "gradient",
@@ -710,7 +722,7 @@ def _classify_only(clf, dataset, topk: int, batch_size: int, chunk: int = 32) ->
     return SaliencyCache("none", cls, prob, sizes)
 
 
-def evaluate_classification(clf, dataset, topk: int = 5, batch_size: int = 32) -> dict[str, float | int]:
+def evaluate_classification(clf, dataset, topk: int = 5, batch_size: int = BATCH_SIZE) -> dict[str, float | int]:
     """Top-1 and top-k classification error on the centre crop: ``{"top1_cls_err", "top5_cls_err", "n"}``."""
     if len(dataset) == 0:
         raise ValueError("the dataset is empty")
@@ -965,14 +977,24 @@ def localisation_table(
                     key += (tuple(sorted(dict(options).items())),)
                 if key not in caches:
                     caches[key] = precompute_saliency(clf, ds, topk=topk, crops=crops, maps=maps,
-                                                      map_options=options)
+                                                      map_options=options,
+                                                      guesses=_guesses(caches, folder, topk))
                 cache = caches[key]
             else:
                 cache = next((c for (f, *_), c in caches.items() if f == folder), None)
                 if cache is None:
-                    cache = caches[(folder, None, None)] = _classify_only(clf, ds, topk, 32)
+                    cache = caches[(folder, None, None)] = _classify_only(clf, ds, topk, BATCH_SIZE)
             out[name][folder] = localisation_outcomes(clf, ds, cache, fn, topk=topk)
     return out
+
+
+def _guesses(caches: Mapping, folder: str, topk: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The top-k classes and probabilities of ``folder`` from any cache already made for it
+    (one classification pass per folder in a table, however many maps it has)."""
+    for (f, *_), c in caches.items():
+        if f == folder and c.topk == topk:
+            return c.classes, c.probs
+    return None
 
 
 def grid_rows(maps: Sequence[str], boxes: Mapping[str, Mapping[str, object]],

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.models import BATCH_SIZE
 from ..core.data import to_rgb
 from ..core.smoothing import smooth_saliency
 from ..core.frames import Crops, check_crops, full_image_size, map_to_image, working_copy
@@ -554,7 +555,7 @@ def full_image_input(clf, image: Image.Image, side: int | None = None) -> torch.
 
 
 def saliency_in_image(clf, image: Image.Image, classes: Sequence[int], crops: Crops = "ten",
-                      batch_size: int = 32, maps: str | None = None) -> np.ndarray:
+                      batch_size: int = BATCH_SIZE, maps: str | None = None) -> np.ndarray:
     """Saliency maps of several classes of one image, in original pixels: ``(K, H, W)`` float32.
 
     The image is repeated once per class, each copy with its own target, and the copies go through

@@ -67,11 +67,15 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..core.models import BATCH_SIZE
 
 __all__ = ["DEFAULT_IOUS", "accuracy_at", "bootstrap_se_maxboxacc", "box_hits", "box_iou",
            "default_thresholds", "max_box_accuracy", "max_box_accuracy_from_counts",
@@ -238,8 +242,6 @@ def box_hits(
     Returns:
         ``(N, T, D)`` bool.
     """
-    import cv2  # opencv-python-headless
-
     ious = _check_ious(ious)
     t = _check_thresholds(thresholds)
     multi_contour = bool(multi_contour)
@@ -251,30 +253,42 @@ def box_hits(
     if np.isnan(s).any() or s.min() < 0 or s.max() > 1:
         raise ValueError("scoremaps must lie in [0, 1] without NaN (min-max normalise each map first)")
     gts = _check_gt(gt_boxes, s.shape[0])
-    n, height, width = s.shape
+    n = s.shape[0]
     delta = np.asarray(ious, dtype=np.float64)
-    hits = np.zeros((n, len(t), len(ious)), dtype=bool)
     img8_all = (s * 255).astype(np.uint8)          # wsolevaluation: (scoremap * 255).astype(uint8)
-    for i in range(n):
-        img8 = img8_all[i]
-        top = int(img8.max())
-        levels = (t * top).astype(np.int64)          # int(threshold * np.max(scoremap_image))
-        # masks {img8 > level} are nested: a threshold that adds no pixel gives the same boxes
-        above = img8.size - np.cumsum(np.bincount(img8.ravel(), minlength=256))[levels]
-        new = np.ones(len(t), dtype=bool)
-        new[1:] = above[1:] != above[:-1]
-        boxes, owner = [], []
-        for j in np.flatnonzero(new):
-            _, binary = cv2.threshold(img8, int(levels[j]), 255, cv2.THRESH_BINARY)
-            contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
-            b = _contour_boxes(contours, width, height, multi_contour)
-            boxes.append(b)
-            owner.append(len(b))
-        best = box_iou(np.concatenate(boxes), gts[i]).max(axis=1)        # (K,) over the gt boxes
-        per_mask = np.maximum.reduceat(best, np.concatenate(([0], np.cumsum(owner)[:-1])))
-        per_t = per_mask[np.cumsum(new) - 1]                             # (T,)
-        hits[i] = per_t[:, None] >= delta[None, :]
-    return hits
+    one = lambda i: _image_hits(img8_all[i], gts[i], t, delta, multi_contour)  # noqa: E731
+    workers = min(n, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
+    if workers <= 1:
+        rows = [one(i) for i in range(n)]
+    else:   # OpenCV releases the GIL: the images' contours on every core given to this process
+        with ThreadPoolExecutor(workers) as pool:
+            rows = list(pool.map(one, range(n)))
+    return np.stack(rows)
+
+
+def _image_hits(img8: np.ndarray, gt: np.ndarray, t: np.ndarray, delta: np.ndarray,
+                multi_contour: bool) -> np.ndarray:
+    """``(T, D)`` bool: :func:`box_hits` of one ``(H, W)`` uint8 score map."""
+    import cv2
+
+    height, width = img8.shape
+    top = int(img8.max())
+    levels = (t * top).astype(np.int64)          # int(threshold * np.max(scoremap_image))
+    # masks {img8 > level} are nested: a threshold that adds no pixel gives the same boxes
+    above = img8.size - np.cumsum(np.bincount(img8.ravel(), minlength=256))[levels]
+    new = np.ones(len(t), dtype=bool)
+    new[1:] = above[1:] != above[:-1]
+    boxes, owner = [], []
+    for j in np.flatnonzero(new):
+        _, binary = cv2.threshold(img8, int(levels[j]), 255, cv2.THRESH_BINARY)
+        contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[-2]
+        b = _contour_boxes(contours, width, height, multi_contour)
+        boxes.append(b)
+        owner.append(len(b))
+    best = box_iou(np.concatenate(boxes), gt).max(axis=1)        # (K,) over the gt boxes
+    per_mask = np.maximum.reduceat(best, np.concatenate(([0], np.cumsum(owner)[:-1])))
+    per_t = per_mask[np.cumsum(new) - 1]                             # (T,)
+    return per_t[:, None] >= delta[None, :]
 
 
 # -- from hits to accuracies ---------------------------------------------------------------------
@@ -516,7 +530,7 @@ def max_box_accuracy(
     *,
     ious: Sequence[float] = DEFAULT_IOUS,
     multi_contour: bool = True,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     return_hits: bool = False,
     thresholds: Sequence[float] | np.ndarray | None = None,
     **options: Any,

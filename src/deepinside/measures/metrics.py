@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from ..core.cache import cached as _cached, register_cacheable
 from ..core.frames import box_mask, map_to_image
@@ -163,7 +164,7 @@ def _class_boxes(rec: Any) -> list[tuple[float, float, float, float]]:
 
 
 def pointing_maps(clf: Classifier, images: Sequence[Image.Image], targets: Sequence[int],
-                  method: str, crops: str = "center", *, batch_size: int = 16,
+                  method: str, crops: str = "center", *, batch_size: int = BATCH_SIZE,
                   **options: Any) -> list[torch.Tensor]:
     """Maps of ``method`` for the pointing game, one ``(h, w)`` CPU tensor per image, in the frame
     ``crops``: ``"center"`` the network's centre crop (:func:`deepinside.compute_maps` on
@@ -214,7 +215,7 @@ def pointing_game(
     *,
     crops: str = "center",
     smooth: float = 0.0,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     **options: Any,
 ) -> dict[str, Any]:
     """The pointing game (Zhang et al. 2016/2018) on images with ground-truth boxes.
@@ -330,7 +331,7 @@ def pointing_protocols(
     protocols: Sequence[tuple[str, float]] = PROTOCOLS,
     tolerance: float = 15,
     *,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     **options: Any,
 ) -> dict[tuple[str, float], dict[str, Any]]:
     """:func:`pointing_game` of one method under several ``(crops, smooth)`` protocols, the maps
@@ -386,7 +387,7 @@ def deletion_insertion(
     fill: float = 0.0,
     blur_size: int = 11,
     blur_sigma: float = 5.0,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     seed: int = 0,
     modes: Sequence[str] = ("deletion", "insertion"),
     **options: Any,
@@ -658,7 +659,7 @@ def randomisation_test(
     blocks: Sequence[tuple[str, Sequence[str]]] | None = None,
     metrics: Sequence[str] = SIMILARITIES,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     keep_maps: bool = False,
     **options: Any,
 ) -> RandomisationResult:
@@ -778,7 +779,7 @@ def evaluate_maps(
     smooth: float | dict[str, float] = 0.0,
     deletion_images: int | None = None,
     steps: int = 16,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """The pointing game and deletion/insertion for every method on one dataset, maps computed

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from PIL import Image
 from ..core._progress import progress
 from ..core.cache import cached, default_cache_dir
 from ..core.inputs import check_bool as _check_bool, check_int as _check_int, check_real as _check_real
-from ..core.models import Classifier, frozen
+from ..core.models import BATCH_SIZE, Classifier, frozen
 
 __all__ = ["class_model", "ClassModelResult", "FourierParam", "OBJECTIVES", "OPTIMIZERS", "PARAMS",
            "PARAM_DEFAULTS", "GALLERY", "cached_class_model", "default_cache_dir", "recognised",
@@ -308,6 +308,7 @@ def class_model(
     show_progress: bool = True,
     param: str | FourierParam = "pixel",
     snapshots: Sequence[int] = (),
+    batch_size: int = BATCH_SIZE,
 ) -> ClassModelResult:
     """Class model visualisation, eq. 1 of Simonyan et al. (2014), for K classes in one batch.
 
@@ -365,6 +366,8 @@ def class_model(
         show_progress: progress bar over the steps.
         param: ``"pixel"``, ``"fourier"`` or a :class:`FourierParam` (see above).
         snapshots: steps ``t`` after which to keep a copy of the images (``result.snapshots``).
+        batch_size: images per forward/backward pass of the network within one step (the K
+            images still form one optimisation; only the memory changes, see :func:`_ascend`).
 
     Returns:
         :class:`ClassModelResult` with ``images`` ``(K, 3, H, W)`` in [0, 1], ``inputs``, and the
@@ -405,6 +408,7 @@ def class_model(
     if isinstance(snapshots, (str, bytes)) or not hasattr(snapshots, "__iter__"):
         raise TypeError(f"snapshots must be a sequence of steps, not {type(snapshots).__name__}")
     snaps = sorted({_check_int("snapshots", t, 0, steps) for t in snapshots})
+    batch_size = _check_int("batch_size", batch_size, 1, 2 ** 31)
     size = clf.input_size if size is None else _check_int("size", size, 1, MAX_SIZE)
     dev = clf.device
     lam = _l2_vector(l2, k, dev)
@@ -463,13 +467,8 @@ def class_model(
                     kept[t] = clf.denormalize(render(var)).cpu()
             opt.zero_grad(set_to_none=True)
             x = render(var)
-            logits = forward(move(x))
-            if logits.ndim != 2 or logits.shape[0] != k:
-                raise ValueError(f"the network returned scores of shape {tuple(logits.shape)}, expected ({k}, n_classes)")
+            logits = _ascend(forward, move(x), x, target, lam, objective, batch_size)
             record(t, x, logits)
-            fit = logits.log_softmax(1)[rows, target] if objective == "posterior" else logits[rows, target]
-            J = (fit - lam * x.pow(2).flatten(1).sum(1)).sum()
-            J.backward()
             if precondition and kind == "pixel":
                 var.grad = _spectral_filter(var.grad, precondition)
             for group in opt.param_groups:
@@ -493,6 +492,42 @@ def class_model(
         settings=dict(size=size, model=getattr(clf, "name", ""), param=kind, fourier=fp),
         param=kind, snapshots=kept, **hist,
     )
+
+
+def _ascend(forward: Callable[[torch.Tensor], torch.Tensor], moved: torch.Tensor, x: torch.Tensor,
+            target: torch.Tensor, lam: torch.Tensor, objective: str, batch_size: int) -> torch.Tensor:
+    """Back-propagate ``J = sum_k fit_k(moved_k) - lam_k ||x_k||^2`` (eq. 1) to the free variables
+    behind ``x``; returns the ``(K, n_classes)`` scores of ``moved``.
+
+    Each image's objective depends on its own row only (eval mode), so the network may see the
+    rows in chunks of ``batch_size``: the scores' gradient with respect to ``moved`` is gathered
+    chunk by chunk (one chunk's activations alive at a time, about 80 MB per image of
+    EfficientNet-Lite0 at 224 px) and then sent back through the parameterisation and the random
+    transform in one pass. The same gradient as one pass over all K rows, up to float rounding.
+    """
+    k = len(moved)
+    rows = torch.arange(k, device=moved.device)
+
+    def fit(logits: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != 2 or logits.shape[0] != len(r):
+            raise ValueError(f"the network returned scores of shape {tuple(logits.shape)}, "
+                             f"expected ({len(r)}, n_classes)")
+        return logits.log_softmax(1)[r, c] if objective == "posterior" else logits[r, c]
+
+    penalty = (lam * x.pow(2).flatten(1).sum(1)).sum()
+    if k <= batch_size:   # one pass (the results of earlier versions, bit for bit)
+        logits = forward(moved)
+        (fit(logits, rows, target).sum() - penalty).backward()
+        return logits
+    leaf = moved.detach().requires_grad_(True)
+    parts = []
+    for i in range(0, k, batch_size):
+        logits = forward(leaf[i:i + batch_size])
+        r = torch.arange(len(logits), device=moved.device)
+        fit(logits, r, target[i:i + batch_size]).sum().backward()
+        parts.append(logits.detach())
+    ((moved * leaf.grad).sum() - penalty).backward()
+    return torch.cat(parts)
 
 
 def recognised(clf: Classifier, result: ClassModelResult, topk: int = 1) -> torch.Tensor:
@@ -622,7 +657,7 @@ def cached_class_model(cache_dir: str | os.PathLike | None, clf: Classifier,
         raise ValueError("cached_class_model() caches string inits only ('zero', 'random')")
     ks = _resolve_classes(clf, classes)
     key_kw = {n: (asdict(v) if is_dataclass(v) else v) for n, v in sorted(kwargs.items())
-              if n != "show_progress"}
+              if n not in ("show_progress", "batch_size")}
     key_kw = {n: (v.tolist() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, range) else v)
               for n, v in key_kw.items()}
     blob = json.dumps([_fingerprint(clf), _source_hash(), ks, key_kw], sort_keys=True, default=str)

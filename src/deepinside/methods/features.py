@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from ..core.cache import cached, default_cache_dir, register_cacheable
 from ..core.inputs import as_batch, check_bool, check_int
@@ -188,7 +189,7 @@ class TopActivations:
 
 def top_activations(clf: Any, images_or_dataset: Any, layer: str | Sequence[str],
                     units: Sequence[int] | dict[str, Sequence[int] | None] | None = None, k: int = 9,
-                    batch_size: int = 32, show_progress: bool = True
+                    batch_size: int = BATCH_SIZE, show_progress: bool = True
                     ) -> TopActivations | dict[str, TopActivations]:
     """The top-``k`` images of every unit of ``layer`` over a dataset, in one streaming pass.
 
@@ -330,7 +331,7 @@ def _merge(st: dict[str, torch.Tensor], v: torch.Tensor, idx: torch.Tensor, pos:
 
 def project(clf: Any, image: Any, layer: str, unit: int | Sequence[int],
             position: Sequence[int] | Sequence[Sequence[int]] | None = None, rule: str = "deconvnet",
-            batch_size: int = 16) -> torch.Tensor:
+            batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """Project one activation per image down to pixel space: ``(N, C, H, W)``, signed.
 
     Zeiler & Fergus (2014), Sect. 2.1: "to examine a given convnet activation, we set all other
@@ -551,7 +552,7 @@ def _model_key(clf: Any) -> str:
 
 def cached_top_activations(clf: Any, data: Any, layers: Sequence[str], data_key: str,
                            units: dict[str, Sequence[int] | None] | None = None, k: int = 9,
-                           batch_size: int = 32, cache_dir: str | Path | None = None,
+                           batch_size: int = BATCH_SIZE, cache_dir: str | Path | None = None,
                            show_progress: bool = True) -> dict[str, TopActivations]:
     """:func:`top_activations` over several layers, saved under ``cache_dir`` (default
     :func:`deepinside.core.cache.default_cache_dir`: the book's ``_build/cache``) keyed by the model (name, input size, a checksum of its first

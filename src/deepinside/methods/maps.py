@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..core.models import BATCH_SIZE
 from .backprop import RULES, backward_rule, score_gradient
 from ..core.frames import MAP_CROPS, check_crops, ten_crop_batch, ten_crop_boxes, ten_crop_coverage
 from ..core.hooks import forward_hook
@@ -148,7 +149,7 @@ def compute_maps(
     method: str = "gradient",
     *,
     crops: str = "center",
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     return_targets: bool = False,
     **options: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +202,7 @@ def compute_maps(
 
 
 def map_pipeline(clf: Classifier, images: Any, targets: Any, fn: MapFunction, *, crops: str = "center",
-                 batch_size: int = 16, options: dict | None = None, name: str | None = None,
+                 batch_size: int = BATCH_SIZE, options: dict | None = None, name: str | None = None,
                  where: str = "compute_maps") -> tuple[torch.Tensor, torch.Tensor]:
     """The pipeline behind :func:`compute_maps` and :func:`deepinside.saliency`: inputs and targets
     coerced once, chunks of ``batch_size``, the 10-crop average, the model frozen once.
@@ -274,16 +275,18 @@ def _ten(clf, ims, tgt, fn, batch_size, options, name, in_pass):
     cover = ten_crop_coverage(clf, clf.device)
     n = len(ims)
     per = max(1, batch_size // k)  # whole images per chunk
-    if tgt is None and (batch_size < k or not in_pass):
-        # the chunks cannot give every crop of an image to one pass: classify first
-        tgt = torch.cat([clf.scores(ten_crop_batch(clf, ims[i:i + per]), batch_size=batch_size)
-                         .view(-1, k, len(clf.class_names)).mean(1).argmax(1)
-                         for i in range(0, n, per)]).to(clf.device)
+    # when the passes cannot give every crop of an image to one eq. 4 pass, the chunk's crops
+    # are classified first (the mean of the 10 crops' scores), on the crops built once
+    classify = tgt is None and (batch_size < k or not in_pass)
     out = torch.zeros(n, s, s, device=clf.device)
     classes = []
     for i in range(0, n, per):
         crops = ten_crop_batch(clf, ims[i:i + per])
-        t = None if tgt is None else tgt[i:i + per].repeat_interleave(k)
+        if classify:
+            top = clf.scores(crops, batch_size=batch_size).view(-1, k, len(clf.class_names))
+            t = top.mean(1).argmax(1).to(clf.device).repeat_interleave(k)
+        else:
+            t = None if tgt is None else tgt[i:i + per].repeat_interleave(k)
         parts = [_call(clf, fn, crops[j:j + batch_size], None if t is None else t[j:j + batch_size], k,
                        options, name) for j in range(0, len(crops), batch_size)]
         maps = torch.cat([p[0] for p in parts])

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from ..core.hooks import forward_hook
 from ..core.inputs import as_batch, check_int
@@ -381,7 +382,7 @@ def _local_forward(plan: _Plan, x: torch.Tensor, img: torch.Tensor, pos: torch.T
 
 def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[int] = DEFAULT_WINDOW,
               stride: int | Sequence[int] = DEFAULT_STRIDE, fill: Any = None, layer: str | None = None,
-              unit: int | Sequence[int] | torch.Tensor | None = None, batch_size: int = 32,
+              unit: int | Sequence[int] | torch.Tensor | None = None, batch_size: int = BATCH_SIZE,
               show_progress: bool = True, local: bool = True) -> OcclusionResult:
     """Slide an occluder over each image; record score, probability, top class and layer activity.
 
@@ -674,7 +675,7 @@ class OcclusionStudy:
 
 def occlusion_study(clf: Any, images: Sequence[Image.Image], labels: Sequence[int] | None = None,
                     boxes: Sequence[Sequence[Sequence[float]]] | None = None, layer: str = "bn2",
-                    window: int = 96, stride: int = 64, batch_size: int = 32,
+                    window: int = 96, stride: int = 64, batch_size: int = BATCH_SIZE,
                     inside: float = 0.5, outside: float = 0.1,
                     show_progress: bool = True) -> OcclusionStudy:
     """Zeiler & Fergus's two readings of Fig. 7, measured over many images at once.

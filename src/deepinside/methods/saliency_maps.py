@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from .backprop import RULES, map_correlation
 from ..core.frames import MAP_CROPS, box_mask, check_crops, map_to_image, ten_crop_boxes
@@ -72,7 +73,7 @@ def saliency(
     target: Target = None,
     crops: str = "center",
     rule: str | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     return_target: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Image-specific class saliency maps :math:`M_{ij} = \\max_c |w_{h(i,j,c)}|` (Sect. 3.1).
@@ -177,7 +178,7 @@ def saliency_box_share(
     boxes: Sequence[Sequence[Box]],
     crops: str = "center",
     target: Target = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, np.ndarray]:
     """How much of each image's saliency (Sect. 3.1) falls inside its ground-truth boxes.
 
@@ -224,7 +225,7 @@ def saliency_box_share(
 
 
 def class_sensitivity(clf: Any, images: Any, classes_a: Sequence[int], classes_b: Sequence[int],
-                      rules: Sequence[str] = SALIENCY_RULES, batch_size: int = 16) -> dict[str, torch.Tensor]:
+                      rules: Sequence[str] = SALIENCY_RULES, batch_size: int = BATCH_SIZE) -> dict[str, torch.Tensor]:
     """How much a saliency map changes with the class, per backward rule.
 
     For each rule, the saliency maps :math:`M` (Sect. 3.1: max over colour channels of
