@@ -508,7 +508,7 @@ def test_slow_maps_take_their_localisation_options_unless_given(monkeypatch):
     assert seen[-1]["n"] == 3
     ev.precompute_saliency(clf, ds, topk=1, maps="smoothgrad", map_options={})   # its own default
     assert "n" not in seen[-1]
-    assert ev.LOCALISATION_MAP_OPTIONS["occlusion"] == {"stride": 32}
+    assert ev.LOCALISATION_MAP_OPTIONS["occlusion"] == {"stride": 48}
 
 
 def test_failure_kinds_by_hand():

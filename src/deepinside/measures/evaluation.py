@@ -59,16 +59,18 @@ DEFAULT_SEGMENT = SegmentParams(fg_quantile=0.90)
 #: Only the map's quantiles and the position of its maximum matter there, not its look. On the
 #: 214 images of chapter 3 (paired differences of top-5 localisation error, GraphCut / threshold
 #: boxes, 201 and 650 folders): SmoothGrad with 10 noisy samples against 50: -10.0 ± 5.1 /
-#: +0.0 ± 4.0 and -1.2 ± 2.0 / +1.8 ± 1.9 points, at a fifth of the cost; the occluder every
-#: 32 px against every 16 px: -10.0 ± 4.4 / +2.0 ± 4.6 and +0.6 ± 2.7 / +3.1 ± 2.6 points, at
-#: about a third of the cost. With these, ``evaluate_localisation`` on the 650 images of 227 px
-#: takes 5.4 (SmoothGrad) and 5.6 (occlusion) minutes on 2 CPU threads, against 1.1 for the
-#: default (``benchmarks/bench_segment.py --images 650 --maps ...``).
+#: +0.0 ± 4.0 and -1.2 ± 2.0 / +1.8 ± 1.9 points, at a fifth of the cost. The 48 px occluder
+#: every 48 px (each pixel under one position, 25 positions) against every 32 px (49
+#: positions), 213 images of chapter 3, GraphCut / threshold / fused boxes, both folders
+#: together: +2.3 ± 3.1 / -2.8 ± 2.9 / -0.9 ± 3.0 points, at 0.46 of the cost (116 s against
+#: 252 s on one thread; issue 21); folder by folder all within 2 s.e. except GraphCut on the
+#: 201 folder, +16.0 ± 6.6 (the weakest seed a little weaker; every 32 px against every 16 px
+#: had cost nothing measurable, -10.0 ± 4.4 / +2.0 ± 4.6 and +0.6 ± 2.7 / +3.1 ± 2.6).
 #: :func:`deepinside.compute_maps` keeps the methods' own defaults (50 samples, stride 16) for
 #: pictures.
 LOCALISATION_MAP_OPTIONS: dict[str, dict[str, object]] = {
     "smoothgrad": {"n": 10},
-    "occlusion": {"stride": 32},
+    "occlusion": {"stride": 48},
 }
 
 
