@@ -30,7 +30,7 @@ import torch
 
 from .core.models import BATCH_SIZE
 from .core.distributed import ShardStore, Subset, distributed, run_sharded
-from .methods.features import ImageList, TopActivations, top_activations
+from .methods.features import TopActivations, top_activations
 
 __all__ = ["merge_top_activations", "top_activations_job", "class_models_job", "ClassModelEntry"]
 

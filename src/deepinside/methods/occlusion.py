@@ -633,7 +633,7 @@ def own_field_effect(res: OcclusionResult, maps: torch.Tensor) -> torch.Tensor:
     """
     if res.activity is None:
         raise ValueError("no layer activity was measured: call occlusion(..., layer=...)")
-    n, (c, hh, ww) = res.score.shape[0], res.input_shape
+    n, (_, hh, ww) = res.score.shape[0], res.input_shape
     if maps.ndim != 3 or maps.shape[0] != n:
         raise ValueError(f"maps must be (N={n}, h, w), got {tuple(maps.shape)}")
     up = F.interpolate(maps.double().clamp_min(0)[:, None], size=(hh, ww), mode="nearest")[:, 0]
