@@ -983,20 +983,23 @@ def localisation_table(
                                                       guesses=_guesses(caches, folder, topk))
                 cache = caches[key]
             else:
-                cache = next((c for (f, *_), c in caches.items() if f == folder), None)
+                cache = _folder_cache(caches, folder, topk)
                 if cache is None:
                     cache = caches[(folder, None, None)] = _classify_only(clf, ds, topk, BATCH_SIZE)
             out[name][folder] = localisation_outcomes(clf, ds, cache, fn, topk=topk)
     return out
 
 
+def _folder_cache(caches: Mapping, folder: str, topk: int) -> SaliencyCache | None:
+    """Any cache already made for ``folder`` with ``topk`` guesses, or None."""
+    return next((c for (f, *_), c in caches.items() if f == folder and c.topk == topk), None)
+
+
 def _guesses(caches: Mapping, folder: str, topk: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The top-k classes and probabilities of ``folder`` from any cache already made for it
     (one classification pass per folder in a table, however many maps it has)."""
-    for (f, *_), c in caches.items():
-        if f == folder and c.topk == topk:
-            return c.classes, c.probs
-    return None
+    c = _folder_cache(caches, folder, topk)
+    return None if c is None else (c.classes, c.probs)
 
 
 def grid_rows(maps: Sequence[str], boxes: Mapping[str, Mapping[str, object]],
