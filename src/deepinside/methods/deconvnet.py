@@ -467,7 +467,9 @@ def check_deconvnet_identity(net: nn.Sequential, x: torch.Tensor, layer: str, un
     - ``"<rule>"`` for each rule of :data:`deepinside.backprop.RULES`: explicit reconstruction
       with ``relu_rule=rule`` vs. autograd under ``backward_rule(net, rule)`` (all ~0);
     - ``"deconvnet_vs_gradient"``: the DeconvNet vs. the true gradient (large: the RELU rule);
-    - ``"bare_deconvnet_vs_gradient"``: the same on :func:`without_rectifiers` (net) (~0).
+    - ``"bare_deconvnet_vs_gradient"``: the same on :func:`without_rectifiers` (net) (~0), and
+      ``"bare_max_abs"``: the max abs of that network's gradient, the scale to compare it with
+      (without RELUs the gradient is larger, so its float32 rounding is too).
     """
     def autograd(network: nn.Sequential, rule: str) -> torch.Tensor:
         xx = x.detach().clone().requires_grad_(True)
@@ -486,6 +488,8 @@ def check_deconvnet_identity(net: nn.Sequential, x: torch.Tensor, layer: str, un
     out["max_abs"] = float(grads["gradient"].abs().max())
     out["deconvnet_vs_gradient"] = float((deconv - grads["gradient"]).abs().max())
     bare = without_rectifiers(net)
+    bare_grad = autograd(bare, "gradient")
+    out["bare_max_abs"] = float(bare_grad.abs().max())
     out["bare_deconvnet_vs_gradient"] = float((deconvnet_reconstruct(bare, x, layer, unit)
-                                               - autograd(bare, "gradient")).abs().max())
+                                               - bare_grad).abs().max())
     return out
