@@ -495,6 +495,26 @@ def test_a_table_segments_each_map_once(monkeypatch):
     assert np.array_equal(ref.best_iou, t["fused"]["a"].best_iou, equal_nan=True)  # same boxes
 
 
+def test_a_table_smooths_each_map_once_for_threshold_and_fused_rows(monkeypatch):
+    """Issue 21: the fused row reuses the threshold row's box of the same map (the Gaussian
+    smoothing at full resolution was a sixth of chapter 3's grid cell); same boxes as alone."""
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    calls = []
+    real = ev.threshold_box
+    monkeypatch.setattr(ev, "threshold_box", lambda *a, **k: calls.append(1) or real(*a, **k))
+    thr = ev.threshold(0.10, 0.03)
+    rows = {"thr": dict(maps="gradient", boxes=thr),
+            "fused": dict(maps="gradient", boxes="fused"),
+            "thr20": dict(maps="gradient", boxes=ev.threshold(0.20, 0.03))}
+    t = ev.localisation_table(clf, {"a": ds}, rows, topk=1)
+    assert len(calls) == 2 * 4              # two threshold settings, four images, each once
+    cache = ev.precompute_saliency(clf, ds, topk=1, maps="gradient")
+    for name, rule in (("thr", thr), ("fused", "fused")):
+        ref = ev.localisation_outcomes(clf, ds, cache, rule, topk=1)
+        assert np.array_equal(ref.best_iou, t[name]["a"].best_iou, equal_nan=True), name
+
+
 def test_slow_maps_take_their_localisation_options_unless_given(monkeypatch):
     clf, ims, top = _tiny_setup()
     ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)

@@ -96,6 +96,22 @@ def test_class_index_lookup_and_errors(clf):
         clf.class_index(3.5)  # type: ignore[arg-type]
 
 
+def test_class_index_tables_are_built_once_and_follow_the_names():
+    """Issue 21: the evaluation looks up every ground-truth WordNet id of every image per row;
+    the lookup tables were rebuilt (1000 entries twice) on each call. Built once, keyed by the
+    names' content: a changed list of names is looked up in its new order."""
+    import torch
+    from deepinside.core.models import Classifier
+
+    tiny = Classifier(torch.nn.Identity(), torch.device("cpu"), 4, 1.0, (0.5,) * 3, (0.5,) * 3, 3,
+                      ["Cat", "dog"], ["n01", "n02"])
+    assert tiny.class_index("n02") == 1 and tiny.class_index("cat") == 0
+    assert tiny._indices()[0] is tiny._indices()[0]      # the same table, not a rebuilt one
+    tiny.wnids[:] = ["n02", "n01"]                        # changed in place
+    tiny.class_names.reverse()
+    assert tiny.class_index("n02") == 0 and tiny.class_index("cat") == 1
+
+
 @pytest.mark.slow
 def test_bad_batches_are_refused(clf):
     with pytest.raises(ValueError, match="NaN"):

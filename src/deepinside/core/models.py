@@ -241,16 +241,26 @@ class Classifier:
             raise ValueError(f"unknown class name {cls!r}" + (f"; did you mean one of {close}?" if close else ""))
         raise TypeError(f"class must be an int index, a WordNet id or a class name, not {type(cls).__name__}")
 
+    def _indices(self) -> tuple[dict[str, int], dict[str, int]]:
+        """``(wnid -> index, lower-case name -> index)``, built once per list of names (rebuilt
+        when ``wnids`` or ``class_names`` change: the key is their content)."""
+        key = (tuple(self.wnids), tuple(self.class_names))
+        got = self.__dict__.get("_index_memo")
+        if got is None or got[0] != key:
+            names: dict[str, int] = {}
+            for i, nm in enumerate(self.class_names):
+                names.setdefault(nm.lower(), i)
+            wnids = {w.lower(): i for i, w in enumerate(self.wnids)}
+            got = self.__dict__["_index_memo"] = (key, wnids, names)
+        return got[1], got[2]
+
     @property
     def _name_index(self) -> dict[str, int]:
-        idx: dict[str, int] = {}
-        for i, nm in enumerate(self.class_names):
-            idx.setdefault(nm.lower(), i)
-        return idx
+        return self._indices()[1]
 
     @property
     def _wnid_index(self) -> dict[str, int]:
-        return {w.lower(): i for i, w in enumerate(self.wnids)}
+        return self._indices()[0]
 
 
 def accuracy(

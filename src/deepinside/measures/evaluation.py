@@ -160,7 +160,8 @@ class Guess:
         frame: ``(x0, y0, x1, y1)``: where the saliency map's frame lies in it.
         memo: a dict kept with the saliency cache for this (image, class), or None: a box rule
             whose box depends only on the map, the image and its own parameters may store it
-            there (GraphCut does: a table that boxes the same map twice segments it once).
+            there (GraphCut and the threshold rule do: a table that boxes the same map twice,
+            e.g. a rule's row and the fused row, segments or smooths it once).
     """
 
     def __init__(self, size: tuple[int, int], frame: Box, saliency: Callable[[], np.ndarray | None],
@@ -228,7 +229,13 @@ class threshold:
     needs_saliency: ClassVar[bool] = True
 
     def __call__(self, g: Guess) -> Box | None:
-        return threshold_box(g.saliency, self.fraction, self.smooth)
+        memo = getattr(g, "memo", None)
+        if memo is not None and self in memo:   # e.g. a fused row after the threshold row
+            return memo[self]
+        box = threshold_box(g.saliency, self.fraction, self.smooth)
+        if memo is not None:
+            memo[self] = box
+        return box
 
 
 @dataclass(frozen=True)
