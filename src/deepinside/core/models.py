@@ -60,10 +60,12 @@ MIN_IMAGE_SIDE = 8
 #: Images per forward (and backward) pass wherever a function takes ``batch_size`` and the caller
 #: gives none. On a CPU the small batch is also the fast one (EfficientNet-Lite0, 224 px, one
 #: thread: forward 40 ms per image in batches of 8 against 72 ms in batches of 32; forward and
-#: backward 63 against 94 ms), and a backward pass keeps about 80 MB per image alive, so 8 images
-#: stay inside a reader's 2 GB (Binder) with the model loaded (issue 21). Pass a larger
-#: ``batch_size`` on a GPU.
-BATCH_SIZE = 8
+#: backward 72-94 ms in batches of 4 against 107-109 ms in batches of 8; two threads: 48-56
+#: against 50-51 ms, and on whole 224 x 300 images 1.2-1.3 s against 1.65-1.84 s per 16), and a
+#: backward pass keeps about 80 MB per image alive (120 MB at 224 x 300): 4 images add 0.5 GB
+#: to the 0.75 GB of torch and the model, inside a reader's 1.8 GB (issue 21; 8 peaked at
+#: 0.9 GB over it). Pass a larger ``batch_size`` on a GPU.
+BATCH_SIZE = 4
 
 
 class WeightsUnavailableError(RuntimeError):

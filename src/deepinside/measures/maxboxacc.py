@@ -76,6 +76,7 @@ import numpy as np
 import torch
 
 from ..core.models import BATCH_SIZE
+from ..core.memory import release_memory
 
 __all__ = ["DEFAULT_IOUS", "accuracy_at", "bootstrap_se_maxboxacc", "box_hits", "box_iou",
            "default_thresholds", "max_box_accuracy", "max_box_accuracy_from_counts",
@@ -182,6 +183,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
 
+_CHUNK = 16  # images read, mapped and scored together by max_box_accuracy
 _FEW = 16  # up to this many contours, cv2.boundingRect in a loop beats the vectorised reduceat
 
 
@@ -555,7 +557,8 @@ def max_box_accuracy(
             looks at no image, :func:`centre_map`).
         ious: the IoU thresholds :math:`\delta`, each in (0, 1].
         multi_contour: True: all contours (MaxBoxAccV2); False: the largest contour (V1).
-        batch_size: images per :func:`compute_maps` call.
+        batch_size: images per forward / backward pass of :func:`compute_maps`; the images are
+            read, mapped and scored ``max(batch_size, 16)`` at a time.
         return_hits: also return ``"hits"`` ``(N, T, D)`` bool and ``"thresholds"`` ``(T,)``.
         thresholds: score-map thresholds (None: ``np.arange(0, 1, 0.01)``).
         **options: passed to the map method (e.g. ``signed=True`` for the unrectified CAM).
@@ -607,6 +610,7 @@ def max_box_accuracy(
         if m.shape[1:] != (size, size):
             m = np.stack([cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC) for a in m])
         hits.append(box_hits(_normalise_maps(m), boxes, t, ious, multi_contour))
+        release_memory()   # the chunk's freed activations back to the OS (issue 21)
         imgs.clear()
         labels.clear()
         boxes.clear()
@@ -615,7 +619,7 @@ def max_box_accuracy(
         imgs.append(img.convert("RGB").resize((size, size), clf.interpolation))
         labels.append(int(rec.label))
         boxes.append(_record_boxes(rec, size))
-        if len(imgs) == batch_size:
+        if len(imgs) == max(batch_size, _CHUNK):
             flush()
     if imgs:
         flush()

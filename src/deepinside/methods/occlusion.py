@@ -41,6 +41,7 @@ from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from ..core.hooks import forward_hook
 from ..core.inputs import as_batch, check_int
+from ..core.memory import release_memory
 from ..core.layers import device_of, net_of, resolve_layer
 
 __all__ = ["occlusion", "OcclusionResult", "occlusion_grid", "window_boxes", "resolve_layer",
@@ -534,6 +535,7 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
                 act[idx] = captured.pop().gather(1, units[img][:, None])[:, 0]
                 captured.clear()
 
+    release_memory()   # dozens of passes of this geometry: their freed activations to the OS
     # tensors made under inference_mode cannot enter autograd later: hand out ordinary copies
     base, tgt, base_top, base_logp = base.clone(), tgt.clone(), base_top.clone(), base_logp.clone()
     units = None if units is None else units.clone()
