@@ -192,6 +192,19 @@ class Guess:
 BoxMethod = Callable[[Guess], Box | None]
 
 
+def _memoised(rule: Callable[[Guess], Box | None], g: Guess,
+              compute: Callable[[Guess], Box | None]) -> Box | None:
+    """``compute(g)``, kept in ``g.memo`` under the (frozen, hashable) ``rule``: a rule whose box
+    depends only on the map, the image and its own parameters computes it once per guess."""
+    memo = getattr(g, "memo", None)
+    if memo is not None and rule in memo:
+        return memo[rule]
+    box = compute(g)
+    if memo is not None:
+        memo[rule] = box
+    return box
+
+
 @dataclass(frozen=True)
 class graphcut:
     """The paper's boxes (Sect. 3.2): the bounding box of :func:`~deepinside.segment`'s mask.
@@ -209,19 +222,16 @@ class graphcut:
     needs_saliency: ClassVar[bool] = True
 
     def __call__(self, g: Guess) -> Box | None:
-        memo = getattr(g, "memo", None)
-        if memo is not None and self in memo:
-            return memo[self]
+        return _memoised(self, g, self._box)
+
+    def _box(self, g: Guess) -> Box | None:
         m = g.saliency
         valid = None
         if self.frame_only:
             valid = np.zeros(m.shape, bool)
             x0, y0, x1, y1 = g.frame
             valid[y0:y1, x0:x1] = True
-        box = bounding_box(segment(g.image, m, self.params, valid=valid))
-        if memo is not None:
-            memo[self] = box
-        return box
+        return bounding_box(segment(g.image, m, self.params, valid=valid))
 
 
 @dataclass(frozen=True)
@@ -232,14 +242,8 @@ class threshold:
     smooth: float = 0.0
     needs_saliency: ClassVar[bool] = True
 
-    def __call__(self, g: Guess) -> Box | None:
-        memo = getattr(g, "memo", None)
-        if memo is not None and self in memo:   # e.g. a fused row after the threshold row
-            return memo[self]
-        box = threshold_box(g.saliency, self.fraction, self.smooth)
-        if memo is not None:
-            memo[self] = box
-        return box
+    def __call__(self, g: Guess) -> Box | None:   # memoised: e.g. a fused row after this one
+        return _memoised(self, g, lambda g: threshold_box(g.saliency, self.fraction, self.smooth))
 
 
 @dataclass(frozen=True)

@@ -79,18 +79,16 @@ def _trace(lin: nn.Module, layer: str, module: nn.Module, size: tuple[int, int, 
     its units in order (checked; a sample whose runs do not match is redone one unit at a time)."""
     cin, hh, ww = size
 
-    def supports(groups: list[list[int]], chunk: int = 1) -> torch.Tensor:
-        # ``chunk`` samples per backward pass: the linearised copy's graph up to an early layer of
-        # a whole 224 x 300 image holds ~0.2 GB per sample (three at once were chapter 3's memory
+    def supports(groups: list[list[int]]) -> torch.Tensor:
+        # one sample per backward pass: the linearised copy's graph up to an early layer of a
+        # whole 224 x 300 image holds ~0.2 GB per sample (three at once were chapter 3's memory
         # peak, +0.66 GB; issue 21), and a layer of 56 units could ask for dozens at once
         parts = []
-        for c0 in range(0, len(groups), chunk):
-            part = groups[c0:c0 + chunk]
+        for grp in groups:
             with torch.inference_mode(False), torch.enable_grad():
-                x = torch.full((len(part), cin, hh, ww), 1e-6, requires_grad=True)
+                x = torch.full((1, cin, hh, ww), 1e-6, requires_grad=True)
                 out = forward_to(lin, x, {layer: module})[layer]
-                seed = sum(out[g, :, units[i][0], units[i][1]].sum() for g, grp in enumerate(part)
-                           for i in grp)
+                seed = sum(out[0, :, units[i][0], units[i][1]].sum() for i in grp)
                 (grad,) = torch.autograd.grad(seed, x)
             parts.append(grad.abs().amax(1) > 0)
         return torch.cat(parts)                                # (G, H, W)
