@@ -8,6 +8,7 @@ For each ``book/*.ipynb`` (sorted) the script executes the notebook with ``nbcli
   children it has reaped), read just before the kernel shuts down;
 - ``peak RSS MB``: the largest sum of the RSS of the kernel and its child processes, polled every
   0.2 s in a thread;
+- ``its cell``: the cell during which the resident memory peaked (per-cell peaks in ``--json``);
 - ``slowest cell``: the notebook cell (index into ``cells``, 0-based) that took longest, and its
   seconds (each cell timed here, from the execute request to its reply);
 - ``unit s`` and ``wall / unit``: the unit is measured in this process just before each chapter,
@@ -89,6 +90,7 @@ class Row:
     unit_s: float = 0.0
     error: str = ""
     cell_s: list[float] = field(default_factory=list)
+    cell_rss_mb: list[float] = field(default_factory=list)  # the peak during each cell
 
     @property
     def wall_per_unit(self) -> float:
@@ -153,16 +155,17 @@ class PeakRss:
     """Polls :func:`tree_rss` of ``pid`` every :data:`POLL_S` seconds in a thread; keeps the max."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.peak = pid, 0
+        self.pid, self.peak, self.cell_peak = pid, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while True:
             try:
-                self.peak = max(self.peak, tree_rss(self.pid))
+                now = tree_rss(self.pid)
             except psutil.Error:
                 return
+            self.peak, self.cell_peak = max(self.peak, now), max(self.cell_peak, now)
             if self._stop.wait(POLL_S):
                 return
 
@@ -246,7 +249,7 @@ def run_cells(client: NotebookClient, env: dict[str, str], row: Row, core: int |
             if core is not None:
                 pin_to_core(pid, core)
             with PeakRss(pid) as rss:
-                execute_all(client, row, pid, t0)
+                execute_all(client, row, pid, t0, rss)
             row.peak_rss_mb = rss.peak / 2**20
     finally:
         os.sched_setaffinity(0, affinity)
@@ -255,11 +258,11 @@ def run_cells(client: NotebookClient, env: dict[str, str], row: Row, core: int |
         row.slowest_cell_s = row.cell_s[row.slowest_cell]
 
 
-def execute_all(client: NotebookClient, row: Row, pid: int, t0: float) -> None:
+def execute_all(client: NotebookClient, row: Row, pid: int, t0: float, rss: PeakRss) -> None:
     """Every cell of ``client.nb`` in its kernel ``pid``, each timed (the failing one too); stops at
     the first error. Wall time from ``t0`` and CPU time of the tree are read at the end."""
     for index, cell in enumerate(client.nb.cells):
-        c0 = time.perf_counter()
+        c0, rss.cell_peak = time.perf_counter(), 0
         try:
             client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
         except Exception as e:  # a failing cell, a timeout, a dead kernel
@@ -267,6 +270,7 @@ def execute_all(client: NotebookClient, row: Row, pid: int, t0: float) -> None:
             break
         finally:
             row.cell_s.append(time.perf_counter() - c0)
+            row.cell_rss_mb.append(rss.cell_peak / 2**20)
     row.wall_s = time.perf_counter() - t0
     try:
         row.cpu_s = tree_cpu(pid)
@@ -297,12 +301,15 @@ def run_chapter(path: Path, core: int | None, cell_timeout: int, data: str | Non
 
 
 def table(rows: list[Row]) -> str:
-    head = ["chapter", "wall s", "CPU s", "peak RSS MB", "slowest cell", "unit s", "wall / unit"]
+    head = ["chapter", "wall s", "CPU s", "peak RSS MB", "its cell", "slowest cell", "unit s",
+            "wall / unit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in rows:
         cell = f"{r.slowest_cell} ({r.slowest_cell_s:.1f} s)" if r.slowest_cell >= 0 else "-"
         name = r.chapter + (f" **failed: {r.error}**" if r.error else "")
-        lines.append(f"| {name} | {r.wall_s:.1f} | {r.cpu_s:.1f} | {r.peak_rss_mb:.0f} | {cell} | "
+        rss = r.cell_rss_mb
+        top = str(max(range(len(rss)), key=rss.__getitem__)) if rss else "-"
+        lines.append(f"| {name} | {r.wall_s:.1f} | {r.cpu_s:.1f} | {r.peak_rss_mb:.0f} | {top} | {cell} | "
                      f"{r.unit_s:.3f} | {r.wall_per_unit:.0f} |")
     return "\n".join(lines)
 

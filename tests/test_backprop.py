@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import deepinside as di
+from deepinside.core.batchnorm import is_lean
 from deepinside.methods import backprop
 from deepinside.methods.backprop import find_rectifiers
 from state_helpers import assert_same_state, conv_clf, model_state, rand_pil
@@ -475,7 +476,8 @@ def _assert_clean(*nets: nn.Module, before: list[dict], funcs) -> None:
     assert not nn.modules.module._global_forward_pre_hooks
     for net, b in zip(nets, before):
         assert_same_state(b, model_state(net))
-        assert all("forward" not in vars(m) for m in net.modules()), "instance forward left"
+        assert all("forward" not in vars(m) or is_lean(m) for m in net.modules()), \
+            "instance forward left"   # (load_classifier's lean BatchNorm is the network's own)
 
 
 @pytest.mark.parametrize("same_model", [False, True], ids=["two models", "one model"])

@@ -35,6 +35,7 @@ from PIL import Image
 from torch import nn
 
 from ._progress import progress
+from .batchnorm import lean_batchnorm
 from .frames import center_crop_box
 from .inputs import check_batch
 
@@ -526,7 +527,8 @@ def load_classifier(
             code never hangs on a download without a network.
 
     Returns:
-        A :class:`Classifier` whose ``net`` is in eval mode with frozen parameters.
+        A :class:`Classifier` whose ``net`` is in eval mode with frozen parameters, its
+        BatchNorm layers lean in eval mode (:func:`deepinside.core.batchnorm.lean_batchnorm`).
 
     Raises:
         WeightsUnavailableError: weights neither installed nor downloadable (says how to get them).
@@ -551,6 +553,7 @@ def load_classifier(
     net = net.to(dev).eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    lean_batchnorm(net)   # eval-mode BatchNorm keeps no activation for backward (a third less)
     return Classifier(net=net, device=dev, input_size=size, crop_fraction=crop, mean=mean, std=std,
                       interpolation=interp, class_names=names, wnids=wnids, name=name)
 

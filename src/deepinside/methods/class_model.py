@@ -23,6 +23,7 @@ ascent, ``clip=True``); both choices are measured in the book's chapter 1.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -104,6 +105,40 @@ class ClassModelResult:
 
     def __len__(self) -> int:
         return len(self.classes)
+
+
+def concat_class_models(*results: ClassModelResult) -> ClassModelResult:
+    """Several :class:`ClassModelResult` of the same settings as one, classes in the given order.
+
+    Lets a long optimisation run as several calls (e.g. one per notebook cell, each under a time
+    limit); the classes of different calls are optimised independently anyway (each image has its
+    own loss term), but the random transforms of ``param="fourier"`` are drawn per call.
+
+    Returns:
+        ``images``/``inputs``: ``(K1 + K2 + ..., 3, H, W)``; ``scores`` etc.: ``(steps + 1, K1 +
+        K2 + ...)``; snapshots concatenated per step.
+
+    Raises:
+        ValueError: no result, or results whose settings (steps, lr, objective, optimiser, param,
+            size, snapshot steps) differ.
+    """
+    if not results:
+        raise ValueError("concat_class_models() needs at least one result")
+    first = results[0]
+    same = ("steps", "lr", "objective", "optimizer", "momentum", "clip", "init", "seed", "param")
+    for r in results[1:]:
+        diff = [f for f in same if getattr(r, f) != getattr(first, f)]
+        if r.settings != first.settings or set(r.snapshots) != set(first.snapshots):
+            diff.append("settings/snapshots")
+        if diff:
+            raise ValueError(f"cannot concatenate class models whose settings differ: {diff}")
+    cat = lambda name, dim: torch.cat([getattr(r, name) for r in results], dim)  # noqa: E731
+    return dataclasses.replace(
+        first, images=cat("images", 0), inputs=cat("inputs", 0), l2=cat("l2", 0),
+        **{n: cat(n, 1) for n in ("scores", "posteriors", "others_mean", "others_max", "norms")},
+        classes=[c for r in results for c in r.classes],
+        class_names=[c for r in results for c in r.class_names],
+        snapshots={t: torch.cat([r.snapshots[t] for r in results]) for t in first.snapshots})
 
 
 #: Upper bounds of ``steps`` and ``size`` (far beyond any use; a typo like ``steps=10**12``
