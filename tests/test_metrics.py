@@ -445,3 +445,19 @@ def test_deletion_options_property():
             assert np.isfinite(res[f"{mode}_curve"]).all()
 
     check()
+
+
+def test_map_similarity_from_features_equals_from_maps():
+    """The features of a map, computed once (randomisation_test's originals), give the same
+    similarities as the map itself; constant maps and mismatched shapes behave the same."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(28, 28)), rng.normal(size=(28, 28))
+    b[:5] = 0.0                                   # ties
+    fa = dm.map_features(a)
+    assert dm.map_similarity(fa, b) == dm.map_similarity(a, b) == dm.map_similarity(a, dm.map_features(b))
+    flat = np.zeros((28, 28))
+    assert dm.map_similarity(dm.map_features(flat), a)["spearman"] == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        dm.map_similarity(fa, np.zeros((14, 28)))
+    with pytest.raises(ValueError, match="unknown similarity"):
+        dm.map_similarity(dm.map_features(a, ["spearman"]), b)

@@ -49,6 +49,7 @@ from ..core.models import Classifier, frozen
 __all__ = ["pointing_game", "pointing_hits", "centre_point", "pointing_maps", "map_points",
            "smooth_maps", "pointing_protocols", "PROTOCOLS", "deletion_insertion", "baseline_maps",
            "randomisation_test", "randomisation_blocks", "RandomisationResult", "map_similarity",
+           "map_features",
            "SIMILARITIES", "BASELINES", "evaluate_maps", "cached", "sem",
            "spaced_items", "unlabelled_items", "dataset_key"]
 
@@ -564,13 +565,22 @@ def _reinitialise(net: nn.Module, names: Sequence[str], seed: int) -> None:
                             p.normal_(0.0, 0.01)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def _map_ranks(m: np.ndarray) -> np.ndarray | None:
+    """Ranks of the flattened map (ties averaged, as scipy's ``rankdata``), or None when the map
+    is constant (it ranks nothing)."""
     from scipy.stats import rankdata
 
-    ra, rb = rankdata(a.ravel()), rankdata(b.ravel())
-    if ra.std() == 0 or rb.std() == 0:
-        return 0.0  # a constant map ranks nothing: no rank agreement
-    return float(np.corrcoef(ra, rb)[0, 1])
+    r = rankdata(m.ravel())
+    return None if r.std() == 0 else r
+
+
+def _corr(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Pearson correlation of two vectors; 0 when either is None (constant)."""
+    return 0.0 if a is None or b is None else float(np.corrcoef(a, b)[0, 1])
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return _corr(_map_ranks(a), _map_ranks(b))
 
 
 def _unit_range(m: np.ndarray) -> np.ndarray:
@@ -579,7 +589,39 @@ def _unit_range(m: np.ndarray) -> np.ndarray:
     return np.clip(m / v, 0, 1) if v > 0 else np.zeros_like(m)
 
 
-def map_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
+def _as_map(a: np.ndarray | torch.Tensor) -> np.ndarray:
+    return a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
+
+
+def map_features(a: np.ndarray | torch.Tensor, metrics: Sequence[str] = SIMILARITIES) -> dict[str, Any]:
+    """What :func:`map_similarity` needs of one ``(H, W)`` map for ``metrics``: its ranks (signed
+    and absolute), its absolute values scaled to [0, 1] and their HOG features. Computing them once
+    for a map compared with many others (the original map in every step of
+    :func:`randomisation_test`) halves the cost of the comparisons."""
+    from skimage.feature import hog
+
+    a = _as_map(a)
+    if a.ndim != 2:
+        raise ValueError(f"a map must be an (H, W) array, got shape {a.shape}")
+    out: dict[str, Any] = {"shape": a.shape}
+    for k in metrics:
+        if k == "spearman":
+            out[k] = _map_ranks(a)
+        elif k == "spearman_abs":
+            out[k] = _map_ranks(np.abs(a))
+        elif k in ("ssim", "hog"):
+            if "unit" not in out:
+                out["unit"] = _unit_range(np.abs(a))
+            if k == "hog":
+                cell = (max(2, min(a.shape) // 14),) * 2   # 16 px cells on a 224 map
+                h = hog(out["unit"], pixels_per_cell=cell, cells_per_block=(2, 2))
+                out[k] = h if h.std() > 0 else None
+        else:
+            raise ValueError(f"unknown similarity {k!r}; known: {SIMILARITIES}")
+    return out
+
+
+def map_similarity(a: np.ndarray | torch.Tensor | dict, b: np.ndarray | torch.Tensor | dict,
                    metrics: Sequence[str] = SIMILARITIES) -> dict[str, float]:
     """Similarity of two ``(H, W)`` maps, as in Adebayo et al. (2018), Sect. 3:
 
@@ -590,34 +632,25 @@ def map_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
     - ``"hog"``: Pearson correlation of the HOG features (Dalal & Triggs 2005) of those maps
       (9 orientations, cells of 1/14 of the side, 2 x 2 blocks).
 
-    A constant map scores 0 (Spearman, HOG).
+    A constant map scores 0 (Spearman, HOG). ``a`` or ``b`` may also be the
+    :func:`map_features` of a map (for the same ``metrics``).
     """
-    from skimage.feature import hog
     from skimage.metrics import structural_similarity
 
-    a = a.detach().float().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a, float)
-    b = b.detach().float().cpu().numpy() if isinstance(b, torch.Tensor) else np.asarray(b, float)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"maps must be two (H, W) arrays of one shape, got {a.shape} and {b.shape}")
+    fa = a if isinstance(a, dict) else map_features(a, metrics)
+    fb = b if isinstance(b, dict) else map_features(b, metrics)
+    if fa["shape"] != fb["shape"]:
+        raise ValueError(f"maps must be two (H, W) arrays of one shape, got {fa['shape']} and {fb['shape']}")
     out = {}
-    na = nb = None
     for k in metrics:
-        if k == "spearman":
-            out[k] = _spearman(a, b)
-        elif k == "spearman_abs":
-            out[k] = _spearman(np.abs(a), np.abs(b))
-        elif k in ("ssim", "hog"):
-            if na is None:
-                na, nb = _unit_range(np.abs(a)), _unit_range(np.abs(b))
-            if k == "ssim":
-                out[k] = float(structural_similarity(na, nb, data_range=1.0))
-            else:
-                cell = (max(2, min(a.shape) // 14),) * 2   # 16 px cells on a 224 map
-                ha = hog(na, pixels_per_cell=cell, cells_per_block=(2, 2))
-                hb = hog(nb, pixels_per_cell=cell, cells_per_block=(2, 2))
-                out[k] = float(np.corrcoef(ha, hb)[0, 1]) if ha.std() > 0 and hb.std() > 0 else 0.0
+        need = "unit" if k == "ssim" else k
+        if need not in fa or need not in fb:
+            raise ValueError(f"unknown similarity {k!r} (or features computed without it); "
+                             f"known: {SIMILARITIES}")
+        if k == "ssim":
+            out[k] = float(structural_similarity(fa["unit"], fb["unit"], data_range=1.0))
         else:
-            raise ValueError(f"unknown similarity {k!r}; known: {SIMILARITIES}")
+            out[k] = _corr(fa[k], fb[k])
     return out
 
 
@@ -707,6 +740,7 @@ def randomisation_test(
         return compute_maps(c, x, tgt, method=maps, batch_size=batch_size, **opts).cpu()
 
     original = compute(clf)
+    reference = [map_features(m, metrics) for m in original]   # once, not once per block
     groups = list(blocks) if blocks is not None else randomisation_blocks(clf.net)
     twin = dataclasses.replace(clf, net=copy.deepcopy(clf.net))
     per = {k: np.zeros((len(groups), len(x))) for k in metrics}
@@ -720,7 +754,7 @@ def randomisation_test(
         if kept is not None:
             kept.append(now.abs())
         for i in range(len(x)):
-            sims = map_similarity(original[i], now[i], metrics)
+            sims = map_similarity(reference[i], now[i], metrics)
             for k in metrics:
                 per[k][b, i] = sims[k]
         if saved is not None:
