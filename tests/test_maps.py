@@ -335,3 +335,25 @@ def test_a_registered_method_is_everywhere(tiny, monkeypatch):
     img = Image.new("RGB", (20, 16), (90, 120, 30))
     m = localisation.saliency_in_image(tiny, img, [0], crops="full", maps="toy")  # what evaluation boxes
     assert m.shape == (1, 16, 20)
+
+
+def test_spatial_layers_are_remembered_per_structure_and_shape():
+    """Grad-CAM's default layer is looked up once per network structure and input shape; a
+    replaced module or another input size asks the network again."""
+    from deepinside.core import layers
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, stride=2),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    calls = []
+    original = layers._spatial_layers
+    try:
+        layers._spatial_layers = lambda n, x: calls.append(tuple(x.shape)) or original(n, x)
+        a = layers.spatial_layers(net, torch.zeros(2, 3, 8, 8))
+        assert layers.spatial_layers(net, torch.zeros(5, 3, 8, 8)) == a == ["0", "1", "2"]
+        assert len(calls) == 1
+        assert layers.spatial_layers(net, torch.zeros(1, 3, 4, 4)) == ["0", "1"]  # 1x1 after conv 2
+        net[2] = nn.Conv2d(4, 2, 1)                                                # replaced
+        assert layers.spatial_layers(net, torch.zeros(1, 3, 8, 8)) == ["0", "1", "2"]
+        assert len(calls) == 3
+    finally:
+        layers._spatial_layers = original

@@ -9,6 +9,7 @@ calling thread, removed in ``finally``).
 from __future__ import annotations
 
 import difflib
+import weakref
 from typing import Any
 
 import torch
@@ -90,15 +91,34 @@ def forward_to(net: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module]) -
     return got
 
 
+#: spatial_layers' answers per network, keyed by its modules (names and identities) and the input's
+#: shape: Grad-CAM asks for every batch, and each answer costs a forward pass (4 % of chapter 3).
+_SPATIAL: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def spatial_layers(net: nn.Module, x: torch.Tensor | None = None) -> list[str]:
     """Names of the modules whose output is a ``(B, K, h, w)`` map with ``h * w > 1``, in the order
     they finish in a forward pass of ``x[:1]`` (default: one 224 x 224 zero image); the model's
-    state is unchanged (:func:`~deepinside.frozen`)."""
-    from .models import frozen
-
+    state is unchanged (:func:`~deepinside.frozen`). Remembered per network, its modules (a module
+    added, removed or replaced asks again) and the input's shape."""
     if x is None:
         p = next(net.parameters(), None)
         x = torch.zeros(1, 3, 224, 224, device=p.device if p is not None else "cpu")
+    key = (tuple((name, id(m)) for name, m in net.named_modules()), tuple(x.shape[1:]))
+    try:
+        memo = _SPATIAL.setdefault(net, {})
+    except TypeError:              # a network that cannot be weakly referenced: no memo
+        memo = {}
+    if key not in memo:
+        if len(memo) >= 256:       # bounded: images of many shapes
+            memo.clear()
+        memo[key] = _spatial_layers(net, x)
+    return list(memo[key])
+
+
+def _spatial_layers(net: nn.Module, x: torch.Tensor) -> list[str]:
+    from .models import frozen
+
     order: list[str] = []
 
     def make(name: str):
