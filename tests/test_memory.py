@@ -38,3 +38,27 @@ def test_freed_heap_blocks_leave_the_resident_set():
 def test_release_memory_twice_is_harmless():
     release_memory()
     assert isinstance(release_memory(), bool)
+
+
+def test_release_after_each_cell_registers_once(monkeypatch):
+    """In an IPython session the trim runs after every cell, registered once however often the
+    chapter's first cell runs; outside IPython nothing is registered."""
+    import IPython
+    from IPython.core.events import EventManager, available_events
+
+    from deepinside.core import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release_memory", lambda: calls.append(1) or True)
+    shell = type("Shell", (), {})()
+    shell.events = EventManager(shell, available_events)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    assert memory.release_memory_after_each_cell() is False
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    if memory._trim() is None:                         # no glibc: nothing to release
+        assert memory.release_memory_after_each_cell() is False
+        return
+    assert memory.release_memory_after_each_cell() and memory.release_memory_after_each_cell()
+    assert shell.events.callbacks["post_run_cell"].count(memory._after_cell) == 1
+    shell.events.trigger("post_run_cell", object())
+    assert calls == [1]

@@ -51,6 +51,7 @@ _PUBLIC: dict[str, str] = {
                      "sample_images", "to_rgb"], "core.data"),
     **dict.fromkeys(["fetch_ilsvrc_sample", "FetchError"], "core.fetch"),
     "ten_crop_boxes": "core.frames",
+    **dict.fromkeys(["release_memory", "release_memory_after_each_cell"], "core.memory"),
     **dict.fromkeys(["compute_maps", "register_map", "map_names", "available_maps"], "methods.maps"),
     **dict.fromkeys(["saliency", "saliency_to_image", "saliency_box_share", "saliency_cost"],
                     "methods.saliency_maps"),
