@@ -579,10 +579,6 @@ def _corr(a: np.ndarray | None, b: np.ndarray | None) -> float:
     return 0.0 if a is None or b is None else float(np.corrcoef(a, b)[0, 1])
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return _corr(_map_ranks(a), _map_ranks(b))
-
-
 def _unit_range(m: np.ndarray) -> np.ndarray:
     """Adebayo et al.'s visualisation normalisation: divide by the 99th percentile, clip to [0, 1]."""
     v = np.percentile(m, 99)
