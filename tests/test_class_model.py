@@ -485,3 +485,23 @@ def test_passes_in_chunks_give_the_same_optimisation(kw):
 def test_bad_batch_size_is_refused(bad, err):
     with pytest.raises(err, match="batch_size"):
         class_model(linear_clf(), [0, 1], steps=2, batch_size=bad, show_progress=False)
+
+
+def test_concat_class_models_equals_one_call_and_refuses_other_settings():
+    """Pixel class models of a linear model: two calls joined equal one call over both classes
+    (histories, images, snapshots); results of other settings are refused."""
+    from deepinside.methods.class_model import concat_class_models
+
+    clf = linear_clf()
+    kw = dict(steps=10, lr=0.05, l2=0.1, show_progress=False, snapshots=(5,))
+    both = class_model(clf, [0, 2], **kw)
+    joined = concat_class_models(class_model(clf, [0], **kw), class_model(clf, [2], **kw))
+    assert joined.classes == [0, 2] and joined.class_names == both.class_names
+    for f in ("images", "inputs", "scores", "posteriors", "norms", "l2"):
+        assert getattr(joined, f).shape == getattr(both, f).shape, f
+        assert torch.allclose(getattr(joined, f), getattr(both, f), atol=1e-6), f
+    assert torch.allclose(joined.snapshots[5], both.snapshots[5], atol=1e-6)
+    with pytest.raises(ValueError, match="settings differ"):
+        concat_class_models(both, class_model(clf, [1], **{**kw, "steps": 11, "snapshots": ()}))
+    with pytest.raises(ValueError, match="at least one"):
+        concat_class_models()
