@@ -432,3 +432,12 @@ def test_input_too_small_is_said():
                         nn.Flatten(), nn.Linear(2, 2)).eval()       # runs on 1x1 inputs
     with pytest.raises(ValueError, match="too small for Grad-CAM"):
         di.compute_maps(tiny_clf(gap, 2, 8), torch.randn(1, 3, 1, 1), method="gradcam")
+
+
+def test_saliency_cost_batch_size_splits_the_passes_and_is_checked():
+    clf = conv_clf()
+    ims = [rand_pil(12, 12, s) for s in range(4)]
+    cost = di.saliency_cost(clf, ims, repeats=1, threads=None, batch_size=2)
+    assert set(cost) == {"forward", "map", "map_pil", "map_ten"} and all(v > 0 for v in cost.values())
+    with pytest.raises(ValueError, match="batch_size"):
+        di.saliency_cost(clf, ims, repeats=1, batch_size=0)
