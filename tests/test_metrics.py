@@ -116,6 +116,50 @@ def test_deletion_curve_known_by_hand():
     assert np.allclose(worst["deletion_curve"][:, :4], s, atol=1e-6)
 
 
+def _deletion_by_hand(clf, x, maps, targets, steps, blurred, fill=0.0):
+    """Every curve point from its own image, built pixel by pixel in the ranking order."""
+    n, _, h, w = x.shape
+    curves = {"deletion": np.zeros((n, steps + 1)), "insertion": np.zeros((n, steps + 1))}
+    for i in range(n):
+        order = torch.argsort(-maps[i].flatten(), stable=True)
+        for s in range(steps + 1):
+            first = torch.zeros(h * w, dtype=torch.bool)
+            first[order[:min(h * w, -(-s * h * w // steps))]] = True
+            first = first.view(1, 1, h, w)
+            for mode, img in (("deletion", torch.where(first, torch.tensor(fill), x[i:i + 1])),
+                              ("insertion", torch.where(first, x[i:i + 1], blurred[i:i + 1]))):
+                with torch.no_grad():
+                    curves[mode][i, s] = clf.net(img).softmax(1)[0, targets[i]].item()
+    return curves
+
+
+def test_deletion_insertion_ends_scored_once_match_every_point_by_hand():
+    # the map-independent ends (the image, its blurred copy, all fill) are scored once per call;
+    # every point must still be what its own perturbed image scores (issue 21)
+    tiny = tiny_classifier()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 3, 16, 16, generator=gen)
+    maps = torch.rand(3, 16, 16, generator=gen)   # distinct values: one pixel order
+    tgt = [1, 0, 2]
+    blurred = dm.gaussian_blur(x, 5.0, 5, "reflect")
+    rows = []
+    hook = tiny.net.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    try:
+        res = dm.deletion_insertion(tiny, x, maps, tgt, steps=4, batch_size=5, blur_size=11,
+                                    blur_sigma=5.0)
+    finally:
+        hook.remove()
+    assert sum(rows) == 2 * 3 + 1 + 2 * 3 * 3   # ends: 2N + 1; inner points: 2 modes x N x 3
+    want = _deletion_by_hand(tiny, x, maps, tgt, 4, blurred)
+    for mode in ("deletion", "insertion"):
+        assert np.allclose(res[f"{mode}_curve"], want[mode], atol=1e-6), mode
+    assert np.array_equal(res["deletion_curve"][:, 0], res["insertion_curve"][:, -1])
+    one = dm.deletion_insertion(tiny, x, maps, tgt, steps=4, modes=("deletion",))
+    assert np.allclose(one["deletion_curve"], want["deletion"], atol=1e-6)
+    flat = dm.deletion_insertion(tiny, x, maps, tgt, steps=1, blur_size=11, blur_sigma=5.0)
+    assert np.allclose(flat["insertion_curve"], want["insertion"][:, [0, -1]], atol=1e-6)
+
+
 def test_deletion_batching_and_baselines():
     tiny = tiny_classifier()
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
