@@ -115,3 +115,79 @@ def test_the_default_classifier_is_lean_and_exact():
     assert torch.equal(o1, o2)
     torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6 * float(g1.abs().max()))
     assert _saved_bytes(clf.net, x) < 0.75 * _saved_bytes(stock, x)
+
+
+# -- the inference twin: BatchNorm folded into the convolution before it ----------------------------
+
+from deepinside.core.batchnorm import inference_twin, twin_forward  # noqa: E402
+
+
+def test_twin_folds_every_conv_batchnorm_pair_and_scores_the_same():
+    net = _net()
+    before = copy.deepcopy(net.state_dict())
+    x = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    twin = inference_twin(net)
+    assert twin is not net
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in twin.modules())
+    assert all(isinstance(m, nn.BatchNorm2d) for m in (net[1], net[4]))   # net untouched
+    with torch.no_grad():
+        want, got = net(x), twin_forward(net, x)
+        assert torch.allclose(got, want, atol=1e-5) and not torch.equal(twin(x), net(x) * 0)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert inference_twin(net) is twin   # made once per state
+
+
+def test_twin_is_remade_after_an_in_place_change_and_skipped_for_hooked_nets():
+    net = _net()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        first = inference_twin(net)
+        twin_forward(net, x)
+        net[1].running_mean.add_(0.5)          # in place: the old twin is stale
+        assert inference_twin(net) is not first
+        assert torch.allclose(twin_forward(net, x), net(x), atol=1e-5)
+        h = net[2].register_forward_hook(lambda m, i, o: None)
+        try:
+            assert inference_twin(net) is net    # the twin would not run the hook
+        finally:
+            h.remove()
+        assert inference_twin(net) is not net
+
+
+class _Reordered(nn.Module):
+    """A BatchNorm listed after a convolution but applied before it: folding would be wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.bn(x)).mean((2, 3))
+
+
+def test_a_fold_that_breaks_the_forward_is_caught_and_the_network_used():
+    torch.manual_seed(0)
+    net = _Reordered().eval().requires_grad_(False)
+    net.bn.running_mean.uniform_(-2, 2)
+    net.bn.running_var.uniform_(0.2, 3)
+    x = torch.randn(3, 3, 5, 5)
+    with torch.no_grad():
+        assert inference_twin(net) is not net            # folded by position ...
+        assert torch.equal(twin_forward(net, x), net(x))  # ... caught on the first batch
+        assert inference_twin(net) is net
+        assert torch.equal(twin_forward(net, x), net(x))
+
+
+def test_scores_of_the_default_classifier_use_the_twin_and_match_the_network():
+    import deepinside as di
+
+    clf = di.load_classifier()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    got = clf.scores(x)
+    with torch.no_grad():
+        want = clf.net(x)
+    assert torch.allclose(got, want, atol=1e-4 * (1 + float(want.abs().max())))
+    twin = inference_twin(clf.net)
+    assert twin is not clf.net and sum(isinstance(m, nn.BatchNorm2d) for m in twin.modules()) == 0
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in clf.net.modules()) >= 40

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["lean_batchnorm", "is_lean", "EvalBatchNorm"]
+__all__ = ["lean_batchnorm", "is_lean", "EvalBatchNorm", "inference_twin", "twin_forward"]
 
 
 class EvalBatchNorm(torch.autograd.Function):
@@ -100,3 +100,112 @@ def lean_batchnorm(net: nn.Module) -> int:
         m.forward = functools.partial(_lean_forward, m)
         count += 1
     return count
+
+
+# -- inference twin: BatchNorm folded into the convolution before it ------------------------------
+
+
+class _Activation(nn.Module):
+    """What is left of a folded timm ``BatchNormAct2d``: its dropout, then its activation."""
+
+    def __init__(self, drop: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.drop, self.act = drop, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(x))
+
+
+#: net -> (its state's signature, its twin or None, verified: None / True / False)
+_TWINS: "weakref.WeakKeyDictionary[nn.Module, list]" = None  # type: ignore[assignment]
+
+
+def _signature(net: nn.Module) -> tuple:
+    """What a twin depends on: every parameter and buffer (identity and in-place version), the
+    module tree (identities), and whether any module has hooks (a twin would skip them)."""
+    tensors = tuple((id(t), t._version) for t in (*net.parameters(), *net.buffers()))
+    modules = tuple(id(m) for m in net.modules())
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    return tensors, modules, hooked
+
+
+def _fold_pairs(twin: nn.Module) -> int:
+    """Fold, in place, each eval-mode BatchNorm2d that directly follows a Conv2d among its
+    parent's children: ``W' = W s``, ``b' = (b - mu) s + beta`` with ``s = gamma / sqrt(var +
+    eps)``; the BatchNorm becomes its activation (timm) or the identity. Returns the count."""
+    count = 0
+    for parent in list(twin.modules()):
+        kids = list(parent.named_children())
+        for (_, conv), (name, bn) in zip(kids, kids[1:]):
+            plain = type(bn) is nn.BatchNorm2d
+            timm_act = type(bn).__name__ == "BatchNormAct2d" and hasattr(bn, "act") and hasattr(bn, "drop")
+            if not (isinstance(conv, nn.Conv2d) and (plain or timm_act)) or bn.running_var is None:
+                continue
+            if conv.out_channels != bn.num_features:
+                continue
+            with torch.no_grad():
+                scale = torch.rsqrt(bn.running_var + bn.eps)
+                if bn.weight is not None:
+                    scale = scale * bn.weight
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                shift = (bias - bn.running_mean) * scale
+                if bn.bias is not None:
+                    shift = shift + bn.bias
+                conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype),
+                                           requires_grad=False)
+                conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=False)
+            setattr(parent, name, _Activation(bn.drop, bn.act) if timm_act else nn.Identity())
+            count += 1
+    return count
+
+
+def inference_twin(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` for forward passes without gradients, each eval-mode BatchNorm folded
+    into the convolution before it, or ``net`` itself.
+
+    In eval mode ``BN(conv(x)) = conv'(x)`` with the convolution's weights scaled per output
+    channel and a bias added, which saves one pass over every activation: forward passes of
+    EfficientNet-Lite0 run about 1.3x faster on CPU (issue 21; chapter 6 spends a third of its
+    time in such passes: deletion, insertion, occlusion). The twin is made once per state of
+    ``net`` and remade when a parameter, buffer or module changes (in-place updates included);
+    ``net`` is never modified. Returns ``net`` itself when nothing folds, when a module has
+    hooks (the twin would not run them), or when the twin's scores on the first batch it sees
+    differ from ``net``'s (:func:`twin_forward` checks; a fold that does not match the forward
+    order, e.g. a BatchNorm applied elsewhere than after its sibling convolution).
+
+    Use it in eval mode only (the twin has no BatchNorm to update), under ``torch.no_grad()``.
+    """
+    global _TWINS
+    import copy
+    import weakref
+
+    if _TWINS is None:
+        _TWINS = weakref.WeakKeyDictionary()
+    sig = _signature(net)
+    entry = _TWINS.get(net)
+    if entry is None or entry[0] != sig:
+        twin = None
+        if not sig[2]:
+            with torch.inference_mode(False):   # ordinary tensors, whatever mode the caller is in
+                twin = copy.deepcopy(net).eval()
+                if _fold_pairs(twin) == 0:
+                    twin = None
+        entry = _TWINS[net] = [sig, twin, None]
+    return net if entry[1] is None or entry[2] is False else entry[1]
+
+
+def twin_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` through :func:`inference_twin` (no gradients, eval mode). The first batch a twin
+    sees is also run through ``net``: a difference beyond float32 rounding (1e-4 of the largest
+    score) retires the twin for this state of ``net``, and ``net``'s scores are returned."""
+    twin = inference_twin(net)
+    if twin is net:
+        return net(x)
+    entry = _TWINS[net]
+    if entry[2] is None:
+        ref, out = net(x), twin(x)
+        ok = isinstance(ref, torch.Tensor) and isinstance(out, torch.Tensor) and ref.shape == out.shape and bool(
+            (ref - out).abs().max() <= 1e-4 * (1.0 + float(ref.abs().max())))
+        entry[2] = ok
+        return out if ok else ref
+    return twin(x)

@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from ._progress import progress
-from .batchnorm import lean_batchnorm
+from .batchnorm import lean_batchnorm, twin_forward
 from .frames import center_crop_box
 from .inputs import check_batch
 
@@ -198,7 +198,8 @@ class Classifier:
         if batch_size < 1:
             raise ValueError(f"scores(): batch_size must be >= 1, got {batch_size}")
         with frozen(self.net), torch.no_grad():   # eval mode: BatchNorm statistics untouched
-            return torch.cat([self.net(x[i : i + batch_size].to(self.device))
+            # BatchNorm folded into the convolutions (a verified twin; issue 21)
+            return torch.cat([twin_forward(self.net, x[i : i + batch_size].to(self.device))
                               for i in range(0, len(x), int(batch_size))])
 
     def predict(

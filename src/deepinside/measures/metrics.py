@@ -41,6 +41,7 @@ from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from ..core.cache import cached as _cached, register_cacheable
 from ..core.frames import box_mask, map_to_image
+from ..core.batchnorm import twin_forward
 from ..core.smoothing import gaussian_blur, smooth_maps
 from ..core.inputs import check_int, check_real
 from ..methods.maps import _REGISTRY, compute_maps, map_names
@@ -494,7 +495,7 @@ def deletion_insertion(
     with frozen(clf.net), torch.no_grad():
         if "deletion" in modes:   # everything deleted: the fill colour, whatever the image
             grey = torch.full_like(x[:1], float(fill)).contiguous(memory_format=fmt)
-            p_fill = clf.net(grey).softmax(1)[0, tgt].float().cpu()
+            p_fill = twin_forward(clf.net, grey).softmax(1)[0, tgt].float().cpu()
         for j in progress(range(0, len(jobs), batch_size), desc="deletion/insertion"):
             chunk = jobs[j:j + batch_size]
             idx = torch.tensor([i for _, i, _ in chunk], device=x.device)
@@ -511,7 +512,7 @@ def deletion_insertion(
                 other = blurred[idx] if blurred is not None else xi
                 batch = torch.where(first, torch.where(is_del, fill_t, xi), torch.where(is_del, xi, other))
             batch = batch.contiguous(memory_format=fmt)
-            p = clf.net(batch).softmax(1).gather(1, tgt[idx][:, None])[:, 0]
+            p = twin_forward(clf.net, batch).softmax(1).gather(1, tgt[idx][:, None])[:, 0]
             probs[j:j + len(chunk)] = p.float().cpu()
     if not bool(torch.isfinite(probs).all()) or ("deletion" in modes and not bool(torch.isfinite(p_fill).all())):
         raise ValueError(f"the model's scores are NaN/Inf on the perturbed images (fill={fill!r}, "

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..core.batchnorm import inference_twin, twin_forward
 from ..core.models import BATCH_SIZE
 from ..core._progress import progress
 from ..core.hooks import forward_hook
@@ -468,7 +469,10 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
         # the unoccluded images first: target, base values, the strongest feature map
         base_parts, base_caps = [], []
         for i in range(0, n, batch_size):
-            base_parts.append(net(x[i:i + batch_size].contiguous(memory_format=torch.channels_last)))
+            xb = x[i:i + batch_size].contiguous(memory_format=torch.channels_last)
+            # without a followed layer the passes may use BatchNorm folded into the convolutions
+            # (checked on this first batch against the network itself; issue 21)
+            base_parts.append(net(xb) if module is not None else twin_forward(net, xb))
             if module is not None:
                 if not captured:
                     raise ValueError(f"layer {layer!r} did not run in the network's forward pass")
@@ -487,6 +491,8 @@ def occlusion(clf: Any, images: Any, target: Any = None, window: int | Sequence[
             totals = torch.cat(base_caps)                  # (N, C_layer)
             units = _units(unit, totals, n)
             base_act = totals.gather(1, units[:, None])[:, 0]
+        if module is None:
+            net = inference_twin(net)   # the network itself if its twin failed the check above
         plan = _plan(net, x, hooked, boxes, batch_size) if local else None
         captured.clear()                                   # _plan's own check ran the network
         # the plan (where the crops end) and its check depend on the followed layer too
