@@ -36,7 +36,6 @@ from PIL import Image
 from ..core._progress import progress
 from ..core.cache import cached, default_cache_dir
 from ..core.inputs import check_bool as _check_bool, check_int as _check_int, check_real as _check_real
-from ..core.memory import release_memory
 from ..core.models import BATCH_SIZE, Classifier, frozen
 
 __all__ = ["class_model", "ClassModelResult", "FourierParam", "OBJECTIVES", "OPTIMIZERS", "PARAMS",
@@ -513,11 +512,6 @@ def class_model(
             if clip and kind == "pixel":
                 with torch.no_grad():
                     var.copy_(torch.maximum(torch.minimum(var, hi), lo))
-            if len(ks) > batch_size:
-                # the step's chunks left freed activations scattered over the heap: give them
-                # back before the next step (48 classes at 160 px: peak -60 to -100 MB of 1.1 GB,
-                # ~1 % of the step's time; issue 21)
-                release_memory()
         with torch.no_grad():
             xf = render(var).detach().clone()
             record(steps, xf, forward(xf))
