@@ -18,7 +18,9 @@ affine parameters, no running statistics) the layer's own forward runs unchanged
 
 from __future__ import annotations
 
+import copy
 import functools
+import weakref
 from typing import Any
 
 import torch
@@ -116,17 +118,17 @@ class _Activation(nn.Module):
         return self.act(self.drop(x))
 
 
-#: net -> (its state's signature, its twin or None, verified: None / True / False)
-_TWINS: "weakref.WeakKeyDictionary[nn.Module, list]" = None  # type: ignore[assignment]
+#: net -> [its state's signature, its twin or None, verified: None / True / False]
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _signature(net: nn.Module) -> tuple:
     """What a twin depends on: every parameter and buffer (identity and in-place version), the
     module tree (identities), and whether any module has hooks (a twin would skip them)."""
+    modules = list(net.modules())
     tensors = tuple((id(t), t._version) for t in (*net.parameters(), *net.buffers()))
-    modules = tuple(id(m) for m in net.modules())
-    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
-    return tensors, modules, hooked
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    return tensors, tuple(map(id, modules)), hooked
 
 
 def _fold_pairs(twin: nn.Module) -> int:
@@ -175,12 +177,6 @@ def inference_twin(net: nn.Module) -> nn.Module:
 
     Use it in eval mode only (the twin has no BatchNorm to update), under ``torch.no_grad()``.
     """
-    global _TWINS
-    import copy
-    import weakref
-
-    if _TWINS is None:
-        _TWINS = weakref.WeakKeyDictionary()
     sig = _signature(net)
     entry = _TWINS.get(net)
     if entry is None or entry[0] != sig:
@@ -204,8 +200,9 @@ def twin_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     entry = _TWINS[net]
     if entry[2] is None:
         ref, out = net(x), twin(x)
-        ok = isinstance(ref, torch.Tensor) and isinstance(out, torch.Tensor) and ref.shape == out.shape and bool(
-            (ref - out).abs().max() <= 1e-4 * (1.0 + float(ref.abs().max())))
+        ok = (isinstance(ref, torch.Tensor) and isinstance(out, torch.Tensor)
+              and ref.shape == out.shape
+              and bool((ref - out).abs().max() <= 1e-4 * (1.0 + float(ref.abs().max()))))
         entry[2] = ok
         return out if ok else ref
     return twin(x)

@@ -514,7 +514,8 @@ def deletion_insertion(
             batch = batch.contiguous(memory_format=fmt)
             p = twin_forward(clf.net, batch).softmax(1).gather(1, tgt[idx][:, None])[:, 0]
             probs[j:j + len(chunk)] = p.float().cpu()
-    if not bool(torch.isfinite(probs).all()) or ("deletion" in modes and not bool(torch.isfinite(p_fill).all())):
+    ends_fill = p_fill if "deletion" in modes else probs[:0]
+    if not bool(torch.isfinite(probs).all() and torch.isfinite(ends_fill).all()):
         raise ValueError(f"the model's scores are NaN/Inf on the perturbed images (fill={fill!r}, "
                          f"blur_sigma={blur_sigma!r}): use a fill within the range of the "
                          f"network's normalised inputs (about -3 to 3)")
