@@ -441,3 +441,19 @@ def test_saliency_cost_batch_size_splits_the_passes_and_is_checked():
     assert set(cost) == {"forward", "map", "map_pil", "map_ten"} and all(v > 0 for v in cost.values())
     with pytest.raises(ValueError, match="batch_size"):
         di.saliency_cost(clf, ims, repeats=1, batch_size=0)
+
+
+def test_saliency_cost_times_ten_crops_as_ten_passes_whatever_the_batch():
+    """The 10-crop timing gets its class once beforehand: with batches below 10 and no target,
+    each timed call made an extra forward pass of the ten crops (chapter 2 printed 12-13x
+    instead of about 10x). Rows the network sees, N images, ``repeats`` = 2 (plus the warm-up):
+    per run N (forward) + N (map) + N (map from PIL) + 10 (ten crops); once 20 for the class."""
+    clf = conv_clf()
+    ims = [rand_pil(12, 12, s) for s in range(4)]
+    rows = []
+    handle = clf.net.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    try:
+        di.saliency_cost(clf, ims, repeats=2, threads=None, batch_size=2)
+    finally:
+        handle.remove()
+    assert sum(rows) == 3 * (3 * len(ims) + 10) + 20
