@@ -41,8 +41,11 @@ $(VENDOR)/.stamp: Makefile
 
 vendor: $(VENDOR)/.stamp
 
-## Build the book (executes changed chapters, warnings are errors) into _build/html
+## Build the book (executes changed chapters, warnings are errors) into _build/html. The chapters
+## missing from the execution cache run first, two kernels at a time where the machine has the
+## cores and memory (tools/execute_book.py; DEEPINSIDE_BOOK_JOBS=1: one at a time, in the build)
 book: $(STAMP) $(VENDOR)/.stamp
+	$(BIN)/python tools/execute_book.py
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
@@ -50,6 +53,7 @@ book: $(STAMP) $(VENDOR)/.stamp
 ## so every chapter runs again whatever the cache held
 book-force: $(STAMP) $(VENDOR)/.stamp
 	rm -rf .jupyter_cache _build/jupyter_execute
+	$(BIN)/python tools/execute_book.py
 	$(BIN)/jupyter-book build . -W -n --keep-going --all
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
