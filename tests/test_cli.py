@@ -193,7 +193,11 @@ def test_evaluate_rows_from_the_flags():
 
     from deepinside.measures import evaluation as ev
 
-    assert cli._evaluate_rows(Namespace(maps=None, boxes=None)) is ev.EVALUATE_ROWS
+    assert cli._evaluate_rows(Namespace(maps=None, boxes=None, crops="full")) == ev.EVALUATE_ROWS
+    # the row at another scale needs whole-image maps: left out for the centre crop
+    centre = cli._evaluate_rows(Namespace(maps=None, boxes=None, crops="center"))
+    assert list(centre) == [k for k, v in ev.EVALUATE_ROWS.items() if "full_side" not in v]
+    assert len(centre) == len(ev.EVALUATE_ROWS) - 1
     (name, spec), *baselines = cli._evaluate_rows(Namespace(maps="gradcam", boxes="threshold")).items()
     assert name == "threshold on gradcam maps" and spec == {"maps": "gradcam", "boxes": "threshold"}
     assert [ev.needs_saliency(s) for _, s in baselines] == [False, False]

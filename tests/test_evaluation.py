@@ -583,3 +583,29 @@ def test_a_table_classifies_each_folder_once(monkeypatch):
         assert np.array_equal(c.classes, alone.classes) and np.array_equal(c.probs, alone.probs)
     with pytest.raises(ValueError, match="guesses must be"):
         precompute_saliency(clf, ds, topk=2, guesses=(alone.classes[:2], alone.probs))
+
+
+def test_rows_at_another_scale_get_their_own_maps():
+    """Issue 23: a row with ``full_side`` computes its maps on the whole image at that shorter
+    side, in a cache of its own; at the network's own size it is the plain row's cache."""
+    clf, ims, top = _tiny_setup()
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * 4)
+    seen = []
+    rows = {"plain": dict(maps="gradient", boxes=lambda g: seen.append(g.saliency.shape) or (0, 0, 20, 20)),
+            "own size": dict(maps="gradient", full_side=int(clf.input_size), boxes="full_image"),
+            "larger": dict(maps="gradient", full_side=2 * int(clf.input_size), boxes="threshold")}
+    caches: dict = {}
+    ev.localisation_table(clf, {"a": ds}, rows, topk=2, caches=caches)
+    assert ("a", "gradient", "full") in caches and ("a", "gradient", "full", ("full_side", 2 * int(clf.input_size))) in caches
+    assert len(caches) == 2   # "own size" used the plain row's maps
+    big = caches[("a", "gradient", "full", ("full_side", 2 * int(clf.input_size)))]
+    small = caches[("a", "gradient", "full")]
+    k = next(iter(small.maps))
+    # maps on the network's input grid (shorter side full_side), on the original pixels either way
+    assert min(big.maps[k].shape[-2:]) == 2 * min(small.maps[k].shape[-2:]) == 2 * int(clf.input_size)
+    assert big.in_image(*k).shape == small.in_image(*k).shape == (30, 40) == seen[0]
+    for bad, match in ((0, "whole number"), (1.5, "whole number"), (True, "whole number")):
+        with pytest.raises(ValueError, match=match):
+            ev.localisation_table(clf, {"a": ds}, {"r": dict(full_side=bad)}, topk=2)
+    with pytest.raises(ValueError, match="crops='full' only"):
+        ev.localisation_table(clf, {"a": ds}, {"r": dict(crops="center", full_side=64)}, topk=2)

@@ -562,8 +562,8 @@ def _evaluate_rows(args) -> dict:
     from .measures.evaluation import DEFAULT_MAPS, EVALUATE_ROWS, needs_saliency
 
     baselines = {k: v for k, v in EVALUATE_ROWS.items() if not needs_saliency(v)}
-    if args.maps is None and args.boxes is None:
-        return EVALUATE_ROWS
+    if args.maps is None and args.boxes is None:   # rows at another scale: whole-image maps only
+        return {k: v for k, v in EVALUATE_ROWS.items() if args.crops == "full" or "full_side" not in v}
     m, b = args.maps or DEFAULT_MAPS, args.boxes or "graphcut"
     if not needs_saliency({"boxes": b}):
         return baselines
@@ -637,7 +637,8 @@ def _evaluate_table(args, ds: IlsvrcDataset) -> int:
     options = {args.maps: opts} if opts else None
     key = {"job": "evaluate", "model": args.model, "topk": k, "crops": args.crops,
            "root": str(Path(args.root).resolve()), "images": [r.image_path.name for r in ds.records],
-           "rows": rows if maxboxacc else {name: spec.get("maps") for name, spec in rows.items()},
+           "rows": rows if maxboxacc else {name: {k_: repr(v) for k_, v in sorted(spec.items())}
+                                            for name, spec in rows.items()},
            "shard_size": args.shard_size,
            **({"metric": "maxboxacc"} if maxboxacc else {}),
            **({"map_options": {k_: repr(v) for k_, v in sorted(opts.items())}} if opts else {})}
