@@ -529,7 +529,9 @@ def load_classifier(
 
     Returns:
         A :class:`Classifier` whose ``net`` is in eval mode with frozen parameters, its
-        BatchNorm layers lean in eval mode (:func:`deepinside.core.batchnorm.lean_batchnorm`).
+        BatchNorm layers lean in eval mode (:func:`deepinside.core.batchnorm.lean_batchnorm`)
+        and, on CPU, its convolution weights in channels-last layout (faster; the same results
+        up to float32 rounding).
 
     Raises:
         WeightsUnavailableError: weights neither installed nor downloadable (says how to get them).
@@ -555,6 +557,11 @@ def load_classifier(
     for p in net.parameters():
         p.requires_grad_(False)
     lean_batchnorm(net)   # eval-mode BatchNorm keeps no activation for backward (a third less)
+    if dev.type == "cpu":
+        # channels-last weights: every convolution then runs channels-last (oneDNN), whatever
+        # the input's layout. Same math; measured on EfficientNet-Lite0, 2 threads, batches of
+        # 16 at 224 x 288: scores 1.6x, Grad-CAM 1.2x, gradient x Grad-CAM 1.4x faster (issue 21)
+        net = net.to(memory_format=torch.channels_last)
     return Classifier(net=net, device=dev, input_size=size, crop_fraction=crop, mean=mean, std=std,
                       interpolation=interp, class_names=names, wnids=wnids, name=name)
 
