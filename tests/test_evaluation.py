@@ -609,3 +609,10 @@ def test_rows_at_another_scale_get_their_own_maps():
             ev.localisation_table(clf, {"a": ds}, {"r": dict(full_side=bad)}, topk=2)
     with pytest.raises(ValueError, match="crops='full' only"):
         ev.localisation_table(clf, {"a": ds}, {"r": dict(crops="center", full_side=64)}, topk=2)
+    # the same checks when the maps are asked for directly: refused, never silently ignored
+    for crops, side, match in (("center", 64, "crops='full' only"), ("ten", 64, "crops='full' only"),
+                               ("full", 0, "whole number"), ("full", "64", "whole number")):
+        with pytest.raises(ValueError, match=match):
+            precompute_saliency(clf, ds, topk=2, crops=crops, maps="gradient", full_side=side)
+    assert ev.needs_saliency(dict(maps="cam", full_side=288, boxes="threshold"))
+    assert not ev.needs_saliency(dict(maps="cam", full_side=288, map_options={}, boxes="full_image"))

@@ -39,7 +39,7 @@ from .localisation import SegmentParams, bounding_box, full_image_input, segment
 from ..methods.maps import compute_maps
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
-           "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods", "METHODS", "EVALUATE_ROWS", "needs_saliency", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
+           "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods", "METHODS", "EVALUATE_ROWS", "needs_saliency", "MAP_KEYS", "check_full_side", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
            "threshold", "full_image", "centred_box", "fused", "Outcomes", "localisation_outcomes",
            "grid_rows",
            "bootstrap_se", "paired_comparison", "Comparison", "concat_outcomes", "DEFAULT_MAPS",
@@ -331,10 +331,35 @@ def _needs_saliency(method: BoxMethod) -> bool:
     return bool(getattr(method, "needs_saliency", True))
 
 
+#: The keys of a :func:`localisation_table` row that say which maps it reads; every other key
+#: (``boxes`` and its parameters) says how boxes are drawn on them.
+MAP_KEYS = ("maps", "crops", "map_options", "full_side")
+
+
+def _split_row(row: Mapping[str, object]) -> tuple[dict[str, object], BoxMethod]:
+    """A row of :func:`localisation_table` -> (its :data:`MAP_KEYS` with defaults, its box method)."""
+    box_spec = {k: v for k, v in row.items() if k not in MAP_KEYS}
+    where = {"maps": row.get("maps", DEFAULT_MAPS), "crops": row.get("crops", "full"),
+             "map_options": row.get("map_options"), "full_side": row.get("full_side")}
+    return where, box_method(box_spec.pop("boxes", "graphcut"), **box_spec)
+
+
 def needs_saliency(row: Mapping[str, object]) -> bool:
     """Does a row of :func:`localisation_table` (its ``boxes``) read saliency maps?"""
-    spec = {k: v for k, v in row.items() if k not in ("maps", "crops", "map_options", "full_side")}
-    return _needs_saliency(box_method(spec.pop("boxes", "graphcut"), **spec))
+    return _needs_saliency(_split_row(row)[1])
+
+
+def check_full_side(full_side: object, crops: str) -> int | None:
+    """``full_side`` of :func:`precompute_saliency` checked: None, or a whole number of pixels
+    >= 1 with ``crops="full"`` (the other frames have their own sizes: refused, not ignored)."""
+    if full_side is None:
+        return None
+    if isinstance(full_side, (bool, np.bool_)) or not isinstance(full_side, (int, np.integer)) \
+            or full_side < 1:
+        raise ValueError(f"full_side must be a whole number of pixels >= 1, got {full_side!r}")
+    if crops != "full":
+        raise ValueError(f"full_side applies to crops='full' only, not {crops!r}")
+    return int(full_side)
 
 
 #: The table of ``deepinside evaluate`` (rows of :func:`localisation_table`), defined once: the
@@ -489,6 +514,7 @@ def precompute_saliency(
             classification is the same centre crop whatever the maps, so it is not run again.
     """
     check_crops(crops)
+    full_side = check_full_side(full_side, crops)
     if maps is None:
         maps = rule if rule != "gradient" else DEFAULT_MAPS
     options = dict(LOCALISATION_MAP_OPTIONS.get(maps, {}) if map_options is None else map_options)
@@ -997,25 +1023,20 @@ def localisation_table(
     caches = {} if caches is None else caches
     out: dict[str, dict[str, Outcomes]] = {}
     for name, spec in rows.items():
-        kw = dict(spec)
-        maps, crops = kw.pop("maps", DEFAULT_MAPS), kw.pop("crops", "full")
-        options = kw.pop("map_options", None)
-        side = kw.pop("full_side", None)
-        if side is not None and (isinstance(side, bool) or not isinstance(side, (int, np.integer))
-                                 or side < 1):
-            raise ValueError(f"row {name!r}: full_side must be a whole number of pixels >= 1, "
-                             f"got {side!r}")
-        if side is not None and crops != "full":
-            raise ValueError(f"row {name!r}: full_side applies to crops='full' only, not {crops!r}")
-        fn = box_method(kw.pop("boxes", "graphcut"), **kw)
+        where, fn = _split_row(spec)
+        maps, crops, options = where["maps"], where["crops"], where["map_options"]
+        try:
+            side = check_full_side(where["full_side"], str(crops))
+        except ValueError as e:
+            raise ValueError(f"row {name!r}: {e}") from None
         out[name] = {}
         for folder, ds in datasets.items():
             if _needs_saliency(fn):
                 key = (folder, maps, crops)
                 if options is not None:
                     key += (tuple(sorted(dict(options).items())),)
-                if side is not None and int(side) != int(clf.input_size):
-                    key += (("full_side", int(side)),)
+                if side is not None and side != int(clf.input_size):
+                    key += (("full_side", side),)
                 if key not in caches:
                     caches[key] = precompute_saliency(clf, ds, topk=topk, crops=crops, maps=maps,
                                                       map_options=options, full_side=side,
