@@ -293,6 +293,32 @@ def test_any_registered_map_by_name():
     assert ten.maps.keys() == grad.maps.keys() and ten.crops == "ten"
 
 
+def test_whole_images_of_one_shape_share_passes_across_chunks():
+    """crops="full": the inputs of one shape wait across chunks until they fill a pass of
+    batch_size, so a folder of mixed shapes is not mapped one or two images per pass; the maps
+    are those of one pass per image."""
+    clf = conv_clf(seed=4)
+    sizes = [(40, 30), (30, 40), (40, 30), (50, 30), (40, 30), (30, 40), (40, 30), (40, 30)]
+    ims = [rand_pil(w, h, seed=s) for s, (w, h) in enumerate(sizes)]
+    top = [p[0][0] for p in clf.predict(ims, topk=1)]
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * len(ims))
+    rows = []
+    handle = clf.net.register_forward_pre_hook(lambda m, a: rows.append(tuple(a[0].shape)))
+    try:
+        cache = precompute_saliency(clf, ds, topk=1, maps="gradient", crops="full", chunk=2,
+                                    batch_size=2)
+    finally:
+        handle.remove()
+    assert set(cache.maps) == {(i, 0) for i in range(len(ims))}
+    passes = [r for r in rows if r[2:] != (clf.input_size, clf.input_size)]  # not classification
+    # 5 images of one shape: 2 + 2 + 1; 2 of another: 2; the odd one: 1 (chunks of 2 images)
+    assert sorted(r[0] for r in passes) == [1, 1, 2, 2, 2], passes
+    for i, im in enumerate(ims):   # each map as one image alone in its own pass gives it
+        alone = precompute_saliency(clf, TinyDataset([im], [top[i]], [(0, 0, 20, 20)]), topk=1,
+                                    maps="gradient", crops="full")
+        np.testing.assert_allclose(cache.maps[(i, 0)], alone.maps[(0, 0)], rtol=1e-4, atol=1e-6)
+
+
 def test_method_keyword_is_a_deprecated_alias_of_boxes():
     clf, ims, top = _tiny_setup()
     ds = TinyDataset(ims, top, [(0, 0, 30, 30)] * len(ims))

@@ -311,6 +311,30 @@ def test_pointing_protocols_match_single_calls():
         assert res["points"].tolist() == one["points"].tolist()
 
 
+def test_pointing_whole_images_of_one_shape_share_passes():
+    """crops="full": images of one shape go through the network together even when the dataset
+    alternates shapes (the book's two folders alternate): 8 images of two shapes, batches of 4,
+    make 2 passes of 4 per shape's images, not 4 of 2; the points are those of single calls."""
+    tiny = tiny_classifier()           # input_size 16
+    sizes = [(32, 48), (48, 32)] * 4
+    rng = np.random.default_rng(0)
+    items = [(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)),
+              SimpleNamespace(boxes=((0, 0, 8, 8),), label=k % 3)) for k, (w, h) in enumerate(sizes)]
+    rows = []
+    handle = tiny.net.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0]))
+    try:
+        both = dm.pointing_protocols(tiny, items, "gradient", protocols=(("full", 0.0),),
+                                     batch_size=4)[("full", 0.0)]
+        game = dm.pointing_game(tiny, items, "gradient", crops="full", batch_size=4)
+    finally:
+        handle.remove()
+    assert rows == [4, 4, 4, 4], rows       # 2 passes per call, each of one shape
+    assert both["points"].tolist() == game["points"].tolist()
+    for k, it in enumerate(items):
+        one = dm.pointing_game(tiny, [it], "gradient", crops="full")
+        assert one["points"].tolist() == [game["points"][k].tolist()]
+
+
 def test_pointing_table_cells_are_paired_differences():
     res = {"centre": {"hits": np.array([1, 0, 1, 0], bool)},
            "map": {"hits": np.array([1, 1, 1, 0], bool)}}

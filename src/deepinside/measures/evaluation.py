@@ -489,8 +489,10 @@ def precompute_saliency(
     ``classes="needed"`` computes maps only for guesses whose class is a ground-truth class of
     the image (the only ones that can be right under the ILSVRC rule: same error, ~1/k of the
     cost); ``"all"`` for all k. Images are processed ``chunk`` at a time; all maps of a chunk go
-    through :func:`deepinside.saliency` together (one backward per ``batch_size`` inputs; for
-    ``crops="full"`` one per group of equally sized inputs).
+    through :func:`deepinside.saliency` together (one backward per ``batch_size`` inputs). For
+    ``crops="full"`` the inputs go in groups of one shape, and a shape's inputs wait across
+    chunks until they fill whole passes of ``batch_size`` (the last, partial pass of each shape
+    at the end): the maps are those of a pass per image, whatever the grouping.
 
     Args:
         dataset: an :class:`~deepinside.data.IlsvrcDataset` (or any sequence of
@@ -539,6 +541,19 @@ def precompute_saliency(
         if len(guesses) != 2 or shapes != ((n, topk), (n, topk)):
             raise ValueError(f"guesses must be (classes, probs) of shape ({n}, {topk}) each, got {shapes}")
     cache = SaliencyCache(crops, all_cls, all_p, [(0, 0)] * n)
+    # crops="full": the whole images go through the network in groups of one shape; a group's
+    # inputs wait across chunks until they fill a pass of batch_size (at most batch_size - 1 per
+    # shape wait). Grouped only within a chunk, the full-resolution folder's 22 shapes among 50
+    # images gave passes of 1-2 images, about twice the time per image of full passes (issue 21).
+    pending: dict[tuple, list] = {}
+
+    def map_group(grp: list) -> None:
+        if grp:
+            got = map_of(torch.cat([g[2] for g in grp]), [int(all_cls[i, r]) for i, r, _ in grp],
+                         "center")
+            for (i, r, _), m in zip(grp, got):
+                cache.maps[(i, r)] = _unit(m)
+
     bar = progress(total=n, desc=f"saliency ({crops})", unit="img")
     for start in range(0, n, chunk):
         items = [dataset[i] for i in range(start, min(n, start + chunk))]
@@ -558,15 +573,14 @@ def precompute_saliency(
             pairs += [(i, r) for r in range(topk) if classes == "all" or int(all_cls[i, r]) in gt]
         if pairs:
             if crops == "full":
-                groups: dict[tuple, list] = {}
                 for i, r in pairs:
                     x = full_image_input(clf, imgs[i - start], full_side)
-                    groups.setdefault(tuple(x.shape), []).append((i, r, x))
-                for grp in groups.values():
-                    x = torch.cat([g[2] for g in grp])
-                    got = map_of(x, [int(all_cls[i, r]) for i, r, _ in grp], "center")
-                    for (i, r, _), m in zip(grp, got):
-                        cache.maps[(i, r)] = _unit(m)
+                    pending.setdefault(tuple(x.shape), []).append((i, r, x))
+                for shape, grp in list(pending.items()):   # whole passes now, the rest later
+                    full = len(grp) - len(grp) % batch_size
+                    if full:
+                        map_group(grp[:full])
+                        pending[shape] = grp[full:]
             else:
                 got = map_of([imgs[i - start] for i, _ in pairs], [int(all_cls[i, r]) for i, r in pairs],
                              crops)
@@ -574,6 +588,8 @@ def precompute_saliency(
                     cache.maps[(i, r)] = _unit(m)
         release_memory()   # the chunk's freed activations back to the OS (issue 21)
         bar.update(len(imgs))
+    for grp in pending.values():   # each shape's last, partial pass
+        map_group(grp)
     bar.close()
     return cache
 

@@ -165,6 +165,13 @@ def _class_boxes(rec: Any) -> list[tuple[float, float, float, float]]:
     return [b for b, w in zip(rec.boxes, wnids) if w == rec.wnid] or list(rec.boxes)
 
 
+#: Images whose pointing-game maps are computed in one call of :func:`pointing_maps` (in passes
+#: of ``batch_size``): whole images (``crops="full"``) share a pass only with images of the same
+#: shape, and in chunks of 4 the full-resolution folder's mixed shapes gave passes of 1-2 images
+#: (issue 21).
+_CHUNK = 32
+
+
 def pointing_maps(clf: Classifier, images: Sequence[Image.Image], targets: Sequence[int],
                   method: str, crops: str = "center", *, batch_size: int = BATCH_SIZE,
                   **options: Any) -> list[torch.Tensor]:
@@ -278,8 +285,9 @@ def pointing_game(
     boxes: list[list[tuple[float, float, float, float]]] = []
     labels_: list[int] = []
     what = maps if isinstance(maps, str) else "maps"
-    for i in progress(range(0, n, batch_size), desc=f"pointing game ({what})"):
-        part = [seq[j] for j in range(i, min(i + batch_size, n))]
+    step = max(batch_size, _CHUNK)
+    for i in progress(range(0, n, step), desc=f"pointing game ({what})"):
+        part = [seq[j] for j in range(i, min(i + step, n))]
         _check_item(part[0], i)
         size = [im.size for im, _ in part]
         sizes += size
@@ -344,10 +352,11 @@ def pointing_protocols(
     out = {}
     for crops, sm in protocols:
         if crops not in maps:
-            maps[crops] = [m for i in range(0, len(items), batch_size)
-                           for m in pointing_maps(clf, images[i:i + batch_size],
-                                                  labels[i:i + batch_size], method, crops,
-                                                  batch_size=batch_size, **options)]
+            step = max(batch_size, _CHUNK)
+            maps[crops] = [m for i in range(0, len(items), step)
+                           for m in pointing_maps(clf, images[i:i + step], labels[i:i + step],
+                                                  method, crops, batch_size=batch_size,
+                                                  **options)]
         out[(crops, sm)] = pointing_game(clf, items, maps[crops], tolerance, crops=crops,
                                          smooth=sm, batch_size=batch_size)
     return out
