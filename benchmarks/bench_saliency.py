@@ -7,7 +7,11 @@ Same model, same 16 images, same process, interleaved repetitions (benchmarks/_r
    colour channels (the same quantity) vs. a bare ``forward`` + ``autograd.grad`` (the floor:
    eq. 4 cannot cost less than one forward and one backward pass);
 2. the paper's 10-crop map vs. the centre-crop map, both from PIL images (preprocessing
-   included): the 10-crop map should cost at most ~10x a centre-crop map.
+   included): the 10-crop map should cost at most ~10x a centre-crop map;
+3. four maps of the same images (the gradient, CAM, Grad-CAM, the gradient gated by Grad-CAM,
+   as chapter 3 computes them): ``deepinside.compute_map_set`` (one shared pass) vs. four calls
+   of ``deepinside.compute_maps`` vs. Captum's ``Saliency`` + ``LayerGradCam`` (two passes; the
+   gated map and CAM from those).
 
 Run: ``python benchmarks/bench_saliency.py [--repeats 7] [--ten-repeats 3] [--threads 1]``.
 """
@@ -90,7 +94,33 @@ def main() -> None:
     r_ten = report("10-crop vs. centre-crop map, 16 PIL images (preprocessing included), batches of 10", ten,
                    baseline="centre-crop map (crops='center')")
 
-    print("\nsummary (targets: ours/captum <= 1.05, ours/bare <= 1.05, ten/centre <= 10.5)")
+    # four maps of the same images: one shared pass vs. one pass per method
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    four = list(di.maps.JOINT_MAPS)
+    last = di.maps.conv_layers(clf.net, x)[-1]
+    gradcam_peer = LayerGradCam(clf.net, clf.net.get_submodule(last))
+
+    def captum_two_passes():
+        g = captum.attribute(x, target=tlist, abs=True).amax(dim=1)
+        gc = gradcam_peer.attribute(x, target=tlist, relu_attributions=True)
+        gc = LayerAttribution.interpolate(gc, tuple(x.shape[2:]), "bilinear")[:, 0]
+        return {"gradient": g, "gradcam": gc, "gradient_gradcam": g * gc}
+
+    shared = di.compute_map_set(clf, x, target, four, batch_size=16)
+    peer = captum_two_passes()
+    for m in peer:
+        assert torch.allclose(shared[m], peer[m], rtol=1e-4, atol=1e-7), f"{m}: ours and Captum disagree"
+    sets = compare({"compute_map_set (one pass)": lambda: di.compute_map_set(clf, x, target, four, batch_size=16),
+                    "4 x compute_maps": lambda: [di.compute_maps(clf, x, target, m, batch_size=16) for m in four],
+                    "captum Saliency + LayerGradCam": captum_two_passes}, repeats=args.repeats, warmup=1)
+    r_set = report("gradient, CAM, Grad-CAM, gated gradient of 16 images", sets,
+                   baseline="captum Saliency + LayerGradCam")
+
+    print("\nsummary (targets: ours/captum <= 1.05, ours/bare <= 1.05, ten/centre <= 10.5, "
+          "map set/captum < 1)")
+    print(f"  four maps: one pass / captum's two   {r_set['compute_map_set (one pass)']:.3f}   "
+          f"(4 x compute_maps: {r_set['4 x compute_maps']:.3f})")
     print(f"  ours / captum          {r_captum['ours']:.3f}")
     print(f"  ours / bare fwd+bwd    {r_bare['ours']:.3f}   (target=None: {r_bare['ours (target=None)']:.3f})")
     print(f"  10-crop / centre crop  {r_ten[next(iter(ten))]:.2f}")

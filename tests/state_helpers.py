@@ -78,6 +78,22 @@ def conv_clf(seed: int = 0, k: int = 4, bn: bool = False, relu6: bool = False) -
     return tiny_clf(net, k)
 
 
+def gap_clf(seed: int = 0, k: int = 4, size: int = C) -> Classifier:
+    """A small ConvNet ending in global average pooling + one linear layer (CAM is exact), with
+    BatchNorm (random statistics) and in-place ReLU6 as in EfficientNet-Lite; eval mode, frozen."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU6(inplace=True),
+                        nn.Conv2d(6, 5, 3, padding=1), nn.ReLU6(inplace=True), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(5, k))
+    bn = net[1]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return tiny_clf(net, k, size=size)
+
+
 def rand_pil(w: int, h: int, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))

@@ -642,3 +642,40 @@ def test_rows_at_another_scale_get_their_own_maps():
             precompute_saliency(clf, ds, topk=2, crops=crops, maps="gradient", full_side=side)
     assert ev.needs_saliency(dict(maps="cam", full_side=288, boxes="threshold"))
     assert not ev.needs_saliency(dict(maps="cam", full_side=288, map_options={}, boxes="full_image"))
+
+
+def test_table_rows_of_joint_maps_share_one_sweep():
+    """Rows whose maps one pass serves (the gradient and the default gated gradient on the whole
+    image) are computed in one sweep: each image's pass serves both caches, equal to those that
+    precompute_saliency gives each method alone."""
+    clf = conv_clf(seed=5)
+    sizes = [(40, 30), (40, 30), (30, 40), (40, 30)]
+    ims = [rand_pil(w, h, seed=10 + s) for s, (w, h) in enumerate(sizes)]
+    top = [p[0][0] for p in clf.predict(ims, topk=1)]
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * len(ims))
+    rows = {"gradient": dict(maps="gradient", boxes="threshold"),
+            "default": dict(boxes="threshold"), "centre": dict(boxes="centered_box")}
+    caches: dict = {}
+    shapes = []
+    handle = clf.net.register_forward_pre_hook(lambda m, a: shapes.append(tuple(a[0].shape)))
+    try:
+        table = ev.localisation_table(clf, {"f": ds}, rows, topk=1, caches=caches)
+    finally:
+        handle.remove()
+    passes = [r for r in shapes if r[2:] != (clf.input_size, clf.input_size)]
+    # per shape, Grad-CAM's probe of the layers (one image), then one pass for both maps (each
+    # map alone: 2 passes per shape more)
+    assert passes == [(1, 3, 8, 11), (3, 3, 8, 11), (1, 3, 11, 8), (1, 3, 11, 8)], passes
+    assert set(caches) == {("f", "gradient", "full"), ("f", ev.DEFAULT_MAPS, "full")}
+    for m in ("gradient", ev.DEFAULT_MAPS):
+        alone = precompute_saliency(clf, ds, topk=1, maps=m, crops="full")
+        got = caches[("f", m, "full")]
+        assert set(got.maps) == set(alone.maps) == {(i, 0) for i in range(4)}
+        np.testing.assert_array_equal(got.classes, alone.classes)
+        assert got.sizes == alone.sizes and got.frames == alone.frames
+        for k in alone.maps:
+            np.testing.assert_allclose(got.maps[k], alone.maps[k], rtol=1e-5, atol=1e-6)
+    assert caches[("f", "gradient", "full")].classes is not caches[("f", ev.DEFAULT_MAPS, "full")].classes
+    assert list(table) == list(rows) and all(len(o["f"].lock) == 4 for o in table.values())
+    with pytest.raises(ValueError, match="sequence of map names"):
+        ev.precompute_saliency_set(clf, ds, "gradient")

@@ -9,7 +9,7 @@ from torch import nn
 
 import deepinside as di
 from deepinside.methods import maps as dm
-from state_helpers import assert_same_state, model_state
+from state_helpers import assert_same_state, gap_clf, model_state
 
 
 def tiny_classifier(gap: bool = True, classes: int = 3, seed: int = 0) -> di.Classifier:
@@ -357,3 +357,63 @@ def test_spatial_layers_are_remembered_per_structure_and_shape():
         assert len(calls) == 3
     finally:
         layers._spatial_layers = original
+
+
+# -- several methods from shared passes (compute_map_set) --------------------------------------------
+
+
+def _count_passes(net: nn.Module) -> tuple[list, object]:
+    calls: list = []
+    return calls, net.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+
+
+def test_map_set_serves_the_joint_methods_from_one_pass_each_chunk():
+    """gradient, CAM, Grad-CAM and the gated gradient: one forward (and one backward) pass per
+    chunk for the four, each map equal to its own method's; other methods on their own."""
+    clf = gap_clf(seed=3, size=16)
+    x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([0, 1, 2, 3, 1])
+    alone = {m: dm.compute_maps(clf, x, t, m, batch_size=2) for m in (*dm.JOINT_MAPS, "guided")}
+    calls, handle = _count_passes(clf.net)
+    before = model_state(clf.net)
+    try:
+        got = dm.compute_map_set(clf, x, t, ["guided", *dm.JOINT_MAPS], batch_size=2)
+    finally:
+        after = model_state(clf.net)
+        handle.remove()
+    assert_same_state(before, after)
+    assert list(got) == ["guided", *dm.JOINT_MAPS]
+    assert calls == [2, 2, 1] * 2          # guided's own passes, then one per chunk for the four
+    for m, a in alone.items():
+        assert got[m].shape == (5, 16, 16) and (got[m] >= 0).all()
+        assert torch.allclose(got[m], a, rtol=1e-5, atol=1e-6), m
+    # Grad-CAM at the pooled layer of a GAP network is CAM / (h w), here 16 * 16
+    assert torch.allclose(got["gradcam"] * 256, got["cam"], rtol=1e-4, atol=1e-5)
+
+
+def test_map_set_top1_targets_options_and_refusals():
+    clf = gap_clf(seed=1, size=16)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    got = dm.compute_map_set(clf, x, None, ["gradient", "cam"])
+    for m in ("gradient", "cam"):   # None: each image's top-1 class, as compute_maps
+        assert torch.allclose(got[m], dm.compute_maps(clf, x, None, m), rtol=1e-5, atol=1e-6)
+    # a method with options is computed on its own, with them
+    sg = dm.compute_map_set(clf, x, 0, ["gradient", "smoothgrad"], options={"smoothgrad": {"n": 2}})
+    assert torch.equal(sg["smoothgrad"], dm.compute_maps(clf, x, 0, "smoothgrad", n=2))
+    with pytest.raises(ValueError, match="unknown map method 'nope'"):
+        dm.compute_map_set(clf, x, 0, ["gradient", "nope"])
+    with pytest.raises(ValueError, match="among"):
+        dm.joint_maps(clf, x, torch.zeros(3, dtype=torch.long), ["gradient", "guided"])
+
+
+def test_a_replaced_method_is_not_served_by_the_shared_pass():
+    clf = gap_clf(seed=0, size=16)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    builtin = dm._REGISTRY["cam"]
+    dm.register_map("cam", lambda c, x, t, **_: torch.full((len(x), *x.shape[2:]), 7.0), replace=True)
+    try:
+        got = dm.compute_map_set(clf, x, 1, ["gradient", "cam"])
+    finally:
+        dm.register_map("cam", builtin, replace=True)
+    assert (got["cam"] == 7.0).all()
+    assert torch.allclose(got["gradient"], dm.compute_maps(clf, x, 1, "gradient"))

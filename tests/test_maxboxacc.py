@@ -9,12 +9,13 @@ import itertools
 import numpy as np
 import pytest
 from PIL import Image
-from state_helpers import assert_same_state, conv_clf, model_state, tiny_clf
+from state_helpers import assert_same_state, conv_clf, gap_clf, model_state, tiny_clf
 
 import deepinside.methods.maps as dm
 from deepinside.core.data import IlsvrcDataset
 from deepinside.measures.maxboxacc import (DEFAULT_IOUS, accuracy_at, bootstrap_se_maxboxacc, box_hits, box_iou,
-                                  default_thresholds, max_box_accuracy, max_box_accuracy_from_hits)
+                                  default_thresholds, max_box_accuracy, max_box_accuracy_from_hits,
+                                  maxboxacc_table)
 
 H = W = 64
 
@@ -427,3 +428,29 @@ def test_image_hits_components_equal_contours():
         assert np.array_equal(_image_hits(img8, gt, t, delta, True, "components"), ref)
         assert np.array_equal(_image_hits(img8, gt, t, delta, True, "auto"), ref)
         assert np.array_equal(box_hits(s[None], [gt], ious=delta)[0], ref)
+
+
+def test_table_computes_a_folders_maps_in_one_sweep_with_shared_passes(tmp_path):
+    """maxboxacc_table: gradient, CAM, Grad-CAM and the gated gradient of a folder come from one
+    pass per chunk; every result (hits included) equals max_box_accuracy of the map alone."""
+    items = [((32, 32), WNIDS[i % 2], [(4 + i, 6, 20, 25)]) for i in range(5)]
+    ds = IlsvrcDataset(_white_box_folder(tmp_path / "val", items))
+    clf = gap_clf(seed=2, k=4, size=32)
+    maps = ["gradient", "cam", "gradcam", "gradient_gradcam", "centre", "guided"]
+    calls: list = []
+    handle = clf.net.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    try:
+        table = maxboxacc_table(clf, {"a": ds, "b": ds}, maps)
+    finally:
+        handle.remove()
+    assert list(table) == maps and all(list(table[m]) == ["a", "b"] for m in maps)
+    # per folder, one chunk of 5 images in passes of BATCH_SIZE = 4: guided's passes, then one
+    # pass per 4 images for the four (and, first, Grad-CAM's probe of the layers on one image)
+    assert calls == [4, 1] + [1] + [4, 1] + [4, 1] * 2, calls
+    for m in maps:
+        alone = max_box_accuracy(clf, ds, m, return_hits=True)
+        for f in ("a", "b"):
+            assert np.array_equal(table[m][f]["hits"], alone["hits"]), (m, f)
+            assert table[m][f]["maxboxacc_v2"] == alone["maxboxacc_v2"]
+    with pytest.raises(ValueError, match="name of a map method"):
+        max_box_accuracy(clf, ds, ["gradient"])

@@ -36,7 +36,7 @@ from ..methods.backprop import RULES
 from ..core.data import load_image
 from ..core.frames import Crops, check_crops, frame_box
 from .localisation import SegmentParams, bounding_box, full_image_input, segment, smooth_saliency
-from ..methods.maps import compute_maps
+from ..methods.maps import JOINT_MAPS, compute_map_set, compute_maps
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
            "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods", "METHODS", "EVALUATE_ROWS", "needs_saliency", "MAP_KEYS", "check_full_side", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
@@ -44,7 +44,7 @@ __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache"
            "grid_rows",
            "bootstrap_se", "paired_comparison", "Comparison", "concat_outcomes", "DEFAULT_MAPS",
            "DEFAULT_SEGMENT", "FUSED_SIDE", "LOCALISATION_MAP_OPTIONS", "typical_images", "guess_details",
-           "localisation_table", "compare_rows", "FAILURES", "failure_kinds", "failure_counts",
+           "localisation_table", "precompute_saliency_set", "compare_rows", "FAILURES", "failure_kinds", "failure_counts",
            "failure_examples"]
 
 Box = tuple[float, float, float, float]
@@ -520,12 +520,50 @@ def precompute_saliency(
     if maps is None:
         maps = rule if rule != "gradient" else DEFAULT_MAPS
     options = dict(LOCALISATION_MAP_OPTIONS.get(maps, {}) if map_options is None else map_options)
-    if maps in RULES and not options:
-        rule, maps = maps, None
+    return _precompute(clf, dataset, {maps: options}, topk=topk, crops=crops, classes=classes,
+                       batch_size=batch_size, chunk=chunk, full_side=full_side, guesses=guesses)[maps]
 
-    def map_of(inputs, targets: list[int], crops: str) -> torch.Tensor:
-        return compute_maps(clf, inputs, targets, method=maps or rule, crops=crops,
-                            batch_size=batch_size, **options)
+
+def precompute_saliency_set(
+    clf,
+    dataset,
+    maps: Sequence[str],
+    topk: int = 5,
+    crops: Crops = "full",
+    classes: Literal["needed", "all"] = "needed",
+    batch_size: int = BATCH_SIZE,
+    chunk: int = 16,
+    full_side: int | None = None,
+    guesses: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, SaliencyCache]:
+    """:func:`precompute_saliency` of several map methods (each with the options of
+    :data:`LOCALISATION_MAP_OPTIONS`) in one sweep over the dataset: the images are read and
+    classified once, and the maps of :data:`deepinside.maps.JOINT_MAPS` (the gradient, CAM, Grad-CAM
+    and the default gated gradient) come from one forward and one backward pass per batch
+    (:func:`deepinside.maps.compute_map_set`). Returns method -> its cache, as
+    :func:`precompute_saliency` would give it (the same maps up to float rounding)."""
+    check_crops(crops)
+    full_side = check_full_side(full_side, crops)
+    if isinstance(maps, str) or not maps:
+        raise ValueError(f"maps must be a non-empty sequence of map names, got {maps!r}")
+    specs = {m: dict(LOCALISATION_MAP_OPTIONS.get(m, {})) for m in maps}
+    return _precompute(clf, dataset, specs, topk=topk, crops=crops, classes=classes,
+                       batch_size=batch_size, chunk=chunk, full_side=full_side, guesses=guesses)
+
+
+def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: str, classes: str,
+                batch_size: int, chunk: int, full_side: int | None,
+                guesses: tuple[np.ndarray, np.ndarray] | None) -> dict[str, SaliencyCache]:
+    """The sweep behind :func:`precompute_saliency` and :func:`precompute_saliency_set`:
+    ``specs`` map method -> its options; one cache per method."""
+    names = list(specs)
+
+    def map_of(inputs, targets: list[int], crops: str) -> dict[str, torch.Tensor]:
+        if len(names) > 1 and crops == "center":   # shared passes where the methods share them
+            return compute_map_set(clf, inputs, targets, names, batch_size=batch_size,
+                                   options={m: o for m, o in specs.items() if o})
+        return {m: compute_maps(clf, inputs, targets, method=m, crops=crops,
+                                batch_size=batch_size, **specs[m]) for m in names}
 
     if classes not in ("needed", "all"):
         raise ValueError(f"classes must be 'needed' or 'all', got {classes!r}")
@@ -540,7 +578,10 @@ def precompute_saliency(
         shapes = tuple(np.shape(g) for g in guesses)
         if len(guesses) != 2 or shapes != ((n, topk), (n, topk)):
             raise ValueError(f"guesses must be (classes, probs) of shape ({n}, {topk}) each, got {shapes}")
-    cache = SaliencyCache(crops, all_cls, all_p, [(0, 0)] * n)
+    out = {m: SaliencyCache(crops, all_cls, all_p, [(0, 0)] * n) for m in names}
+    cache = out[names[0]]   # sizes and frames: filled once, shared by every method's cache
+    for c in out.values():
+        c.sizes, c.frames = cache.sizes, cache.frames
     # crops="full": the whole images go through the network in groups of one shape; a group's
     # inputs wait across chunks until they fill a pass of batch_size (at most batch_size - 1 per
     # shape wait). Grouped only within a chunk, the full-resolution folder's 22 shapes among 50
@@ -551,8 +592,9 @@ def precompute_saliency(
         if grp:
             got = map_of(torch.cat([g[2] for g in grp]), [int(all_cls[i, r]) for i, r, _ in grp],
                          "center")
-            for (i, r, _), m in zip(grp, got):
-                cache.maps[(i, r)] = _unit(m)
+            for name, maps in got.items():
+                for (i, r, _), m in zip(grp, maps):
+                    out[name].maps[(i, r)] = _unit(m)
 
     bar = progress(total=n, desc=f"saliency ({crops})", unit="img")
     for start in range(0, n, chunk):
@@ -584,14 +626,18 @@ def precompute_saliency(
             else:
                 got = map_of([imgs[i - start] for i, _ in pairs], [int(all_cls[i, r]) for i, r in pairs],
                              crops)
-                for (i, r), m in zip(pairs, got):
-                    cache.maps[(i, r)] = _unit(m)
+                for name, maps in got.items():
+                    for (i, r), m in zip(pairs, maps):
+                        out[name].maps[(i, r)] = _unit(m)
         release_memory()   # the chunk's freed activations back to the OS (issue 21)
         bar.update(len(imgs))
     for grp in pending.values():   # each shape's last, partial pass
         map_group(grp)
     bar.close()
-    return cache
+    for c in list(out.values())[1:]:   # each cache its own arrays
+        c.classes, c.probs, c.sizes, c.frames = (all_cls.copy(), all_p.copy(), list(cache.sizes),
+                                                 dict(cache.frames))
+    return out
 
 
 def classify_topk(clf, images: Sequence[Image.Image], topk: int, batch_size: int = BATCH_SIZE
@@ -1038,25 +1084,35 @@ def localisation_table(
     """
     caches = {} if caches is None else caches
     out: dict[str, dict[str, Outcomes]] = {}
+    specs = {}
     for name, spec in rows.items():
         where, fn = _split_row(spec)
-        maps, crops, options = where["maps"], where["crops"], where["map_options"]
         try:
-            side = check_full_side(where["full_side"], str(crops))
+            side = check_full_side(where["full_side"], str(where["crops"]))
         except ValueError as e:
             raise ValueError(f"row {name!r}: {e}") from None
+        specs[name] = where, fn, side
+    for name, (where, fn, side) in specs.items():
+        maps, crops, options = where["maps"], where["crops"], where["map_options"]
         out[name] = {}
         for folder, ds in datasets.items():
             if _needs_saliency(fn):
-                key = (folder, maps, crops)
-                if options is not None:
-                    key += (tuple(sorted(dict(options).items())),)
-                if side is not None and side != int(clf.input_size):
-                    key += (("full_side", side),)
+                key = _cache_key(clf, folder, where, side)
                 if key not in caches:
-                    caches[key] = precompute_saliency(clf, ds, topk=topk, crops=crops, maps=maps,
-                                                      map_options=options, full_side=side,
+                    # the rows' other maps of these whole images that one pass serves with this one
+                    joint = {k: w["maps"] for k, w in (
+                        (_cache_key(clf, folder, w, sd), w) for w, f, sd in specs.values()
+                        if _needs_saliency(f) and sd == side)
+                        if k not in caches and _joint(w)} if _joint(where) else {}
+                    if len(set(joint.values())) > 1:
+                        got = precompute_saliency_set(clf, ds, list(dict.fromkeys(joint.values())),
+                                                      topk=topk, full_side=side,
                                                       guesses=_guesses(caches, folder, topk))
+                        caches.update({k: got[m] for k, m in joint.items()})
+                    else:
+                        caches[key] = precompute_saliency(clf, ds, topk=topk, crops=crops, maps=maps,
+                                                          map_options=options, full_side=side,
+                                                          guesses=_guesses(caches, folder, topk))
                 cache = caches[key]
             else:
                 cache = _folder_cache(caches, folder, topk)
@@ -1064,6 +1120,23 @@ def localisation_table(
                     cache = caches[(folder, None, None)] = _classify_only(clf, ds, topk, BATCH_SIZE)
             out[name][folder] = localisation_outcomes(clf, ds, cache, fn, topk=topk)
     return out
+
+
+def _cache_key(clf, folder: str, where: Mapping[str, object], side: int | None) -> tuple:
+    """The key of a row's maps in :func:`localisation_table`'s ``caches``."""
+    key = (folder, where["maps"], where["crops"])
+    if where["map_options"] is not None:
+        key += (tuple(sorted(dict(where["map_options"]).items())),)
+    if side is not None and side != int(clf.input_size):
+        key += (("full_side", side),)
+    return key
+
+
+def _joint(where: Mapping[str, object]) -> bool:
+    """Whether a row's maps can share passes with others (:data:`deepinside.maps.JOINT_MAPS` on the
+    whole image, default options)."""
+    return (where["crops"] == "full" and where["map_options"] is None
+            and where["maps"] in JOINT_MAPS and not LOCALISATION_MAP_OPTIONS.get(str(where["maps"])))
 
 
 def _folder_cache(caches: Mapping, folder: str, topk: int) -> SaliencyCache | None:

@@ -551,9 +551,16 @@ def paired_maxboxacc(hits_a: np.ndarray, hits_b: np.ndarray, n_boot: int = 1000,
 def maxboxacc_table(clf: Any, datasets: Mapping[str, Any], maps: Sequence[str],
                     options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, dict]]:
     """:func:`max_box_accuracy` (with its hits) of every map on every dataset:
-    ``{map: {folder: result}}``, in the order given; ``options``: map -> its options."""
-    return {m: {f: max_box_accuracy(clf, ds, maps=m, return_hits=True, **dict((options or {}).get(m, {})))
-                for f, ds in datasets.items()} for m in maps}
+    ``{map: {folder: result}}``, in the order given; ``options``: map -> its options. The maps of
+    one folder are computed in one sweep over its images, and those of
+    :data:`deepinside.maps.JOINT_MAPS` (gradient, CAM, Grad-CAM, the gated gradient) share one
+    forward and backward pass (:func:`deepinside.maps.compute_map_set`; the same maps up to float
+    rounding)."""
+    maps = list(dict.fromkeys(maps))
+    by_folder = {f: _max_box_accuracies(clf, ds, {m: dict((options or {}).get(m, {})) for m in maps},
+                                        return_hits=True)
+                 for f, ds in datasets.items()}
+    return {m: {f: by_folder[f][m] for f in datasets} for m in maps}
 
 
 def transferred_thresholds(chosen_on: Mapping[str, Any], applied_to: Mapping[str, Any]) -> float:
@@ -648,15 +655,28 @@ def max_box_accuracy(
         ValueError: unknown map name (listing the known ones), an IoU threshold outside (0, 1],
             an empty dataset, bad thresholds.
     """
+    if not isinstance(maps, str):
+        raise ValueError(f"maps must be the name of a map method, got {type(maps).__name__}")
+    return _max_box_accuracies(clf, ds, {maps: options}, ious=ious, multi_contour=multi_contour,
+                               batch_size=batch_size, return_hits=return_hits,
+                               thresholds=thresholds)[maps]
+
+
+def _max_box_accuracies(clf: Any, ds: Iterable[tuple[Any, Any]], maps: Mapping[str, Mapping[str, Any]],
+                        *, ious: Sequence[float] = DEFAULT_IOUS, multi_contour: bool = True,
+                        batch_size: int = BATCH_SIZE, return_hits: bool = False,
+                        thresholds: Sequence[float] | np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`max_box_accuracy` of several maps (name -> options) in one sweep over ``ds``."""
     from ..core._progress import progress
     from ..core.inputs import check_bool, check_int
-    from ..methods.maps import compute_maps, map_names
+    from ..methods.maps import compute_map_set, map_names
 
-    if not isinstance(maps, str) or (maps not in map_names() and maps != CENTRE):
-        raise ValueError(f"unknown map method {maps!r}; known methods: {', '.join(map_names())} "
-                         f"(and {CENTRE!r}, the baseline)")
-    if maps == CENTRE and options:
-        raise ValueError(f"the {CENTRE!r} baseline has no options, got {sorted(options)}")
+    for m, options in maps.items():
+        if not isinstance(m, str) or (m not in map_names() and m != CENTRE):
+            raise ValueError(f"unknown map method {m!r}; known methods: {', '.join(map_names())} "
+                             f"(and {CENTRE!r}, the baseline)")
+        if m == CENTRE and options:
+            raise ValueError(f"the {CENTRE!r} baseline has no options, got {sorted(options)}")
     ious = _check_ious(ious)
     t = _check_thresholds(thresholds)
     multi_contour = check_bool("multi_contour", multi_contour)
@@ -669,30 +689,34 @@ def max_box_accuracy(
     if total == 0:
         raise ValueError("max_box_accuracy(): the dataset is empty")
     size = int(clf.input_size)
-    hits: list[np.ndarray] = []
+    hits: dict[str, list[np.ndarray]] = {m: [] for m in maps}
     imgs: list[Any] = []
     labels: list[int] = []
     boxes: list[list[tuple[int, int, int, int]]] = []
+    net_maps = [m for m in maps if m != CENTRE]
 
     def flush() -> None:
         import cv2
 
-        if maps == CENTRE:   # no network: the same centred Gaussian for every image
-            m = np.repeat(centre_map(size)[None], len(imgs), axis=0)
-        else:
+        got = {}
+        if CENTRE in maps:   # no network: the same centred Gaussian for every image
+            got[CENTRE] = np.repeat(centre_map(size)[None], len(imgs), axis=0)
+        if net_maps:
             x = clf.normalize(clf.to_tensor01(imgs))
             tgt = torch.tensor(labels, dtype=torch.long, device=clf.device)
-            m = compute_maps(clf, x, targets=tgt, method=maps, batch_size=batch_size, **options)
-            m = m.detach().float().cpu().numpy()
-        if m.shape[1:] != (size, size):
-            m = np.stack([cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC) for a in m])
-        hits.append(box_hits(_normalise_maps(m), boxes, t, ious, multi_contour))
+            out = compute_map_set(clf, x, tgt, net_maps, batch_size=batch_size,
+                                  options={m: dict(o) for m, o in maps.items() if o})
+            got |= {m: v.detach().float().cpu().numpy() for m, v in out.items()}
+        for name, m in got.items():
+            if m.shape[1:] != (size, size):
+                m = np.stack([cv2.resize(a, (size, size), interpolation=cv2.INTER_CUBIC) for a in m])
+            hits[name].append(box_hits(_normalise_maps(m), boxes, t, ious, multi_contour))
         release_memory()   # the chunk's freed activations back to the OS (issue 21)
         imgs.clear()
         labels.clear()
         boxes.clear()
 
-    for img, rec in progress(ds, total=total, desc=f"MaxBoxAcc ({maps})"):
+    for img, rec in progress(ds, total=total, desc=f"MaxBoxAcc ({', '.join(maps)})"):
         imgs.append(img.convert("RGB").resize((size, size), clf.interpolation))
         labels.append(int(rec.label))
         boxes.append(_record_boxes(rec, size))
@@ -700,14 +724,17 @@ def max_box_accuracy(
             flush()
     if imgs:
         flush()
-    if not hits:
-        raise ValueError("max_box_accuracy(): the dataset is empty")
-    h = np.concatenate(hits)
-    out = max_box_accuracy_from_hits(h, ious, t)
-    if return_hits:
-        out["hits"] = h
-        out["thresholds"] = t
-    return out
+    results = {}
+    for name, parts in hits.items():
+        if not parts:
+            raise ValueError("max_box_accuracy(): the dataset is empty")
+        h = np.concatenate(parts)
+        res = max_box_accuracy_from_hits(h, ious, t)
+        if return_hits:
+            res["hits"] = h
+            res["thresholds"] = t
+        results[name] = res
+    return results
 
 
 def maxboxacc_comparisons(table: Mapping[str, Mapping[str, Mapping[str, Any]]],
