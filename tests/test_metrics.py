@@ -503,6 +503,7 @@ def test_deletion_options_property():
     @given(opts=options)
     @example(opts={"blur_sigma": 1.3407807929942597e+154})   # overflowed the kernel once (CI)
     @example(opts={"fill": 7.221310135028185e+36})           # overflowed the network once
+    @example(opts={"fill": 3.402823466385289e+38})           # beyond float32 (hypothesis seed 8)
     def check(opts):
         try:
             res = dm.deletion_insertion(tiny, x, "random", **opts)

@@ -408,8 +408,9 @@ def deletion_insertion(
     The pixels of the centre crop are ranked by the map (decreasing; ties in a seeded random
     order). At step :math:`s = 0..S` the first :math:`\\lceil s HW / S \\rceil` pixels are
 
-    - *deleted*: set to ``fill`` in network-input units (0: the training mean pixel, grey
-      127/255 for EfficientNet-Lite; RISE's zero substrate), starting from the image;
+    - *deleted*: set to ``fill`` in network-input units (``|fill| <= 1000``; 0: the training
+      mean pixel, grey 127/255 for EfficientNet-Lite; RISE's zero substrate), starting from the
+      image;
     - *inserted*: copied from the image onto its blurred copy (Gaussian, ``blur_size`` x
       ``blur_size``, :math:`\\sigma` = ``blur_sigma``: RISE's 11 and 5).
 
@@ -453,7 +454,7 @@ def deletion_insertion(
     check_int("blur_size", blur_size)
     if blur_size % 2 == 0:
         raise ValueError(f"blur_size must be odd (a centred kernel), got {blur_size!r}")
-    check_real("fill", fill)
+    check_real("fill", fill, -1e3, 1e3)   # input units (about -3..3): beyond, float32 overflows
     check_real("blur_sigma", blur_sigma, 0.0, 1000.0)   # pixels; beyond, the kernel overflows
     if blur_sigma < 0:
         raise ValueError(f"blur_sigma must be >= 0 (0: no blur), got {blur_sigma!r}")
