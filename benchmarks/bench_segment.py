@@ -120,6 +120,30 @@ def main() -> None:
         t2 = time.perf_counter()
         print(f"  {maps:>17s} ({crops:6s}): saliency {(t1 - t0) / n:.3f}, boxes {(t2 - t1) / n:.3f}, "
               f"total {(t2 - t0) / n:.3f} s/image -> {(t2 - t0) / n * 650 / 60:.1f} min for 650")
+    boxes_over_threads(clf, ds, cache, args.repeats)
+
+
+def boxes_over_threads(clf, ds, cache, repeats: int) -> None:
+    """The GraphCut boxes of one cache on one thread and over every core this process may use
+    (``localisation_outcomes(workers=...)``, :func:`deepinside.core.parallel.thread_map`),
+    alternated, the same boxes checked."""
+    from deepinside.core.parallel import usable_cores
+    from deepinside.measures.evaluation import localisation_outcomes
+
+    cores = usable_cores()
+    times: dict[str, list[float]] = {"1 thread": [], f"{cores} threads": []}
+    got = {}
+    for _ in range(max(2, repeats // 2)):
+        for name, workers in (("1 thread", 1), (f"{cores} threads", None)):
+            cache.boxes.clear()   # the memo would answer the second run
+            t0 = time.perf_counter()
+            got[name] = localisation_outcomes(clf, ds, cache, "graphcut", workers=workers).box
+            times[name].append(time.perf_counter() - t0)
+    a, b = got.values()
+    assert np.array_equal(a, b, equal_nan=True), "the boxes depend on the number of threads"
+    report(f"GraphCut boxes of {len(ds)} images (the last cache above), 1 thread against {cores}, "
+           f"median of {len(times['1 thread'])}",
+           {k: float(np.median(v)) for k, v in times.items()}, baseline="1 thread")
 
 
 if __name__ == "__main__":

@@ -679,3 +679,60 @@ def test_table_rows_of_joint_maps_share_one_sweep():
     assert list(table) == list(rows) and all(len(o["f"].lock) == 4 for o in table.values())
     with pytest.raises(ValueError, match="sequence of map names"):
         ev.precompute_saliency_set(clf, ds, "gradient")
+
+
+def test_boxes_come_from_several_threads_and_do_not_depend_on_them():
+    import threading
+    import time
+
+    clf, ims, top = _tiny_setup()
+    ims = ims * 3
+    ds = TinyDataset(ims, top * 3, [(0, 0, 20, 20)] * len(ims))
+    cache = ev.precompute_saliency(clf, ds, topk=2, maps="gradient")
+    threads = set()
+
+    def slow_graphcut(g):                     # a rule that reads the map, and says from where
+        threads.add(threading.get_ident())
+        time.sleep(0.02)
+        return ev.graphcut()(g)
+
+    slow_graphcut.needs_saliency = True
+    one = ev.localisation_outcomes(clf, ds, cache, "fused", topk=2, workers=1)
+    many = ev.localisation_outcomes(clf, ds, ev.precompute_saliency(clf, ds, topk=2, maps="gradient"),
+                                    "fused", topk=2, workers=3)
+    for a, b in [(one.best_iou, many.best_iou), (one.box, many.box), (one.lock, many.lock)]:
+        assert np.array_equal(a, b, equal_nan=True)
+    ev.localisation_outcomes(clf, ds, cache, slow_graphcut, topk=2, workers=3)
+    assert len(threads) > 1
+    threads.clear()
+    ev.localisation_outcomes(clf, ds, cache, slow_graphcut, topk=2, workers=1)
+    assert threads == {threading.get_ident()}  # one worker: the calling thread
+    with pytest.raises(TypeError, match="workers"):
+        ev.localisation_outcomes(clf, ds, cache, "graphcut", topk=2, workers=1.5)
+    with pytest.raises(ValueError, match="workers"):
+        ev.localisation_outcomes(clf, ds, cache, "graphcut", topk=2, workers=0)
+
+
+def test_outcomes_read_each_image_once_and_let_it_go():
+    import gc
+    import weakref
+
+    clf, ims, top = _tiny_setup()
+    reads, alive = [], []
+
+    class Counting(TinyDataset):
+        def __getitem__(self, i):
+            im, rec = self.items[i]
+            reads.append(i)
+            im = im.copy()                    # a fresh image per read, as a folder gives
+            alive.append(weakref.ref(im))
+            return im, rec
+
+    ds = Counting(ims, top, [(0, 0, 20, 20)] * len(ims))
+    cache = ev.precompute_saliency(clf, ds, topk=1, maps="gradient")
+    reads.clear(), alive.clear()
+    ev.localisation_outcomes(clf, ds, cache, "graphcut", topk=1, workers=2)
+    # one read for the record, one for the image whose guess is boxed: no more
+    assert sorted(reads) == sorted(list(range(len(ims))) * 2)
+    gc.collect()
+    assert not any(r() is not None for r in alive)   # no image kept after the call

@@ -269,13 +269,15 @@ def brute_layer(net: nn.Module, x: torch.Tensor, layer: str, window: int, stride
 
 
 @pytest.mark.parametrize("order", [("", "2.1", "2.1"), ("2.1", "", "2.1"), ("2.1", "2.1", "3")])
-def test_container_layer_in_any_order_equals_direct(order):
+def test_container_layer_in_any_order_equals_direct(order, monkeypatch):
     # issue 24: layer="blocks.6" (an nn.Sequential container) crashed with an IndexError on a
     # first call (its hook never ran on the local path), and with "index [32, 1] ... self
     # [1, 320]" after a call without layer on the same geometry (the check was cached by geometry
     # only, so the activity was never checked, and a stale capture was read)
+    from deepinside.methods import occlusion as occ_mod
     from deepinside.methods.occlusion import _VERIFIED
 
+    monkeypatch.setattr(occ_mod, "LOCAL_MIN_COPIES", 1)   # 64 copies: the local path all the same
     net = nested_chain()
     x = torch.randn(1, 3, 64, 64)
     kw = dict(target=2, window=8, stride=8, batch_size=7, show_progress=False)
@@ -393,3 +395,39 @@ def test_options_work_or_name_themselves(option, value):
     else:
         assert res.score.shape[1:] == occlusion_grid((7, 8), kw["window"], kw["stride"])
         assert torch.isfinite(res.score).all()
+
+
+@pytest.mark.parametrize("size", [(125, 142), (128, 134), (131, 128)])
+def test_local_path_on_sizes_not_a_multiple_of_the_stride(size, monkeypatch):
+    # issue 21: the local path was refused unless both sides were multiples of the split's stride
+    # (most whole ILSVRC images at shorter side 224, e.g. 224 x 299, ran the full network)
+    from deepinside.methods import occlusion as occ_mod
+    from deepinside.methods.occlusion import _VERIFIED
+
+    monkeypatch.setattr(occ_mod, "LOCAL_MIN_COPIES", 1)
+    net = nested_chain(seed=5)
+    x = torch.randn(2, 3, *size)
+    kw = dict(target=1, window=12, stride=12, batch_size=5, show_progress=False)
+    fast = occlusion(net, x, **kw)
+    assert [v for k, v in _VERIFIED.get(net, {}).items() if k[0] == (3, *size)] == [True]
+    full = occlusion(net, x, local=False, **kw)
+    assert torch.allclose(fast.score, full.score, atol=1e-5)
+    assert torch.equal(fast.top_class, full.top_class)
+    s, _ = brute_layer(net, x[1:], "3", 12, 12, 1)
+    assert torch.allclose(fast.score[1], s, atol=1e-5)
+
+
+def test_few_copies_take_the_plain_path(monkeypatch):
+    from deepinside.methods import occlusion as occ_mod
+    from deepinside.methods.occlusion import LOCAL_MIN_COPIES, _VERIFIED
+
+    net = nested_chain(seed=6)
+    x = torch.randn(1, 3, 64, 64)
+    kw = dict(window=8, stride=8, show_progress=False)        # 8 x 8 = 64 copies
+    assert 64 < LOCAL_MIN_COPIES
+    few = occlusion(net, x, **kw)
+    assert not _VERIFIED.get(net)                             # no plan made, nothing checked
+    monkeypatch.setattr(occ_mod, "LOCAL_MIN_COPIES", 64)
+    local = occlusion(net, x, **kw)
+    assert any(_VERIFIED[net].values())
+    assert torch.allclose(few.score, local.score, atol=1e-5)

@@ -32,7 +32,7 @@ from PIL import Image
 from ..core.models import BATCH_SIZE
 from ..core.memory import release_memory
 from ..core._progress import progress
-from ..methods.backprop import RULES
+from ..core.parallel import thread_map
 from ..core.data import load_image
 from ..core.frames import Crops, check_crops, frame_box
 from .localisation import SegmentParams, bounding_box, full_image_input, segment, smooth_saliency
@@ -762,10 +762,15 @@ class Outcomes:
 
 
 def localisation_outcomes(clf, dataset, cache: SaliencyCache, boxes: str | BoxMethod = "graphcut",
-                          topk: int = 5, min_iou: float = 0.5) -> Outcomes:
+                          topk: int = 5, min_iou: float = 0.5, workers: int | None = None) -> Outcomes:
     """:func:`evaluate_localisation` image by image, on a saliency cache: the :class:`Outcomes`.
 
-    ``boxes`` is a name of :data:`BOX_METHODS` or a callable ``guess -> box``.
+    ``boxes`` is a name of :data:`BOX_METHODS` or a callable ``guess -> box``. The boxes of the
+    guesses that can be right (their class is a ground-truth class of the image) are computed
+    first, over ``workers`` threads when the rule reads the maps (default: every core this process
+    may use, :func:`deepinside.core.parallel.thread_map`; a callable ``boxes`` must then be safe to
+    call on different guesses at once, as the built-in rules are); then they are scored image by
+    image. The boxes, and so the outcomes, do not depend on ``workers``.
     """
     fn = box_method(boxes)
     if len(cache) != len(dataset):
@@ -773,30 +778,44 @@ def localisation_outcomes(clf, dataset, cache: SaliencyCache, boxes: str | BoxMe
     if cache.topk < topk:
         raise ValueError(f"the cache holds the top-{cache.topk} classes, fewer than topk={topk}")
     n = len(dataset)
+    records = getattr(dataset, "records", None)
+    name = getattr(fn, "__name__", type(fn).__name__)
+    memo = getattr(cache, "boxes", None)   # None in a cache pickled before it had the field
+    recs = [records[i] if records is not None else dataset[i][1] for i in range(n)]
+    gt_cls = [_gt_classes(clf, rec) for rec in recs]
+    # per image, the ranks whose guesses can be right (their class is a ground-truth class of the
+    # image: the ILSVRC rule scores no other box), each with its memo
+    ranks = [[r for r in range(topk) if int(cache.classes[i, r]) in gt_cls[i]] for i in range(n)]
+    jobs = [(i, {r: memo.setdefault((i, r), {}) if memo is not None else None for r in rs})
+            for i, rs in enumerate(ranks) if rs]
+
+    def image_boxes(job: tuple[int, dict]) -> dict[int, Box | None]:
+        i, memos = job   # the image is read once for its guesses, and let go after them
+        image_once = _Once(lambda: dataset[i][0] if records is None else _load(records[i]))
+        frame = cache.frames.get(i, (0, 0, *cache.sizes[i]))
+        return {r: fn(Guess(cache.sizes[i], frame, lambda r=r: cache.in_image(i, r), image_once,
+                            memo=m)) for r, m in memos.items()}
+
+    bar = progress(total=len(jobs), desc=f"localisation ({name})", unit="img")
+    got = thread_map(image_boxes, jobs, workers=workers if _needs_saliency(fn) else 1,
+                     on_done=lambda _: bar.update())
+    bar.close()
+    box_of = {(i, r): box for (i, _), boxes in zip(jobs, got) for r, box in boxes.items()}
     loc1, lock, cls1, clsk = (np.zeros(n, bool) for _ in range(4))
     best = np.full(n, np.nan)
     best_box, best_gt = np.full((n, 4), np.nan), np.full((n, 4), np.nan)
     n_gt = np.zeros(n, np.int64)
-    records = getattr(dataset, "records", None)
-    name = getattr(fn, "__name__", type(fn).__name__)
-    memo = getattr(cache, "boxes", None)   # None in a cache pickled before it had the field
-    for i in progress(range(n), desc=f"localisation ({name})", unit="img"):
-        rec = records[i] if records is not None else dataset[i][1]
-        gt_cls = _gt_classes(clf, rec)
-        image_once = _Once(lambda i=i, rec=rec: dataset[i][0] if records is None else _load(rec))
+    for i, rec in enumerate(recs):
         guesses: list[tuple[int, Box | None]] = []
         gts = list(rec.boxes)
         for r in range(topk):
             c = int(cache.classes[i, r])
-            if c not in gt_cls:  # cannot be right: its box does not matter (ILSVRC rule)
+            if c not in gt_cls[i]:
                 guesses.append((c, None))
                 continue
-            frame = cache.frames.get(i, (0, 0, *cache.sizes[i]))
-            g = Guess(cache.sizes[i], frame, lambda i=i, r=r: cache.in_image(i, r), image_once,
-                      memo=memo.setdefault((i, r), {}) if memo is not None else None)
-            box = fn(g)
+            box = box_of[(i, r)]
             guesses.append((c, box))
-            same = [gb for gb, gc in zip(gts, gt_cls) if gc == c]
+            same = [gb for gb, gc in zip(gts, gt_cls[i]) if gc == c]
             scores = [iou(box, gb) for gb in same] if box is not None else []
             o = max(scores, default=0.0)
             if np.isnan(best[i]) or o > best[i]:
@@ -805,10 +824,10 @@ def localisation_outcomes(clf, dataset, cache: SaliencyCache, boxes: str | BoxMe
                 best_box[i], best_gt[i] = box, same[int(np.argmax(scores))]
                 n_gt[i] = len(same)
             best[i] = o if np.isnan(best[i]) else max(best[i], o)
-        loc1[i] = localisation_correct(guesses, gts, gt_cls, k=1, min_iou=min_iou)
-        lock[i] = localisation_correct(guesses, gts, gt_cls, k=topk, min_iou=min_iou)
-        cls1[i] = int(cache.classes[i, 0]) in gt_cls
-        clsk[i] = any(int(c) in gt_cls for c in cache.classes[i, :topk])
+        loc1[i] = localisation_correct(guesses, gts, gt_cls[i], k=1, min_iou=min_iou)
+        lock[i] = localisation_correct(guesses, gts, gt_cls[i], k=topk, min_iou=min_iou)
+        cls1[i] = int(cache.classes[i, 0]) in gt_cls[i]
+        clsk[i] = any(int(c) in gt_cls[i] for c in cache.classes[i, :topk])
     return Outcomes(loc1, lock, cls1, clsk, best, topk, best_box, best_gt, n_gt)
 
 

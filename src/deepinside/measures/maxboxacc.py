@@ -69,8 +69,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -79,6 +77,7 @@ import torch
 
 from ..core.models import BATCH_SIZE
 from ..core.memory import release_memory
+from ..core.parallel import thread_map
 
 __all__ = ["DEFAULT_IOUS", "accuracy_at", "bootstrap_se_maxboxacc", "box_hits", "box_iou",
            "default_thresholds", "max_box_accuracy", "max_box_accuracy_from_counts",
@@ -261,13 +260,8 @@ def box_hits(
     delta = np.asarray(ious, dtype=np.float64)
     img8_all = (s * 255).astype(np.uint8)          # wsolevaluation: (scoremap * 255).astype(uint8)
     one = lambda i: _image_hits(img8_all[i], gts[i], t, delta, multi_contour)  # noqa: E731
-    workers = min(n, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
-    if workers <= 1:
-        rows = [one(i) for i in range(n)]
-    else:   # OpenCV releases the GIL: the images' contours on every core given to this process
-        with ThreadPoolExecutor(workers) as pool:
-            rows = list(pool.map(one, range(n)))
-    return np.stack(rows)
+    # OpenCV releases the GIL: the images' contours on every core given to this process
+    return np.stack(thread_map(one, range(n)))
 
 
 def _component_boxes(img8: np.ndarray, level: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
