@@ -454,3 +454,16 @@ def test_table_computes_a_folders_maps_in_one_sweep_with_shared_passes(tmp_path)
             assert table[m][f]["maxboxacc_v2"] == alone["maxboxacc_v2"]
     with pytest.raises(ValueError, match="name of a map method"):
         max_box_accuracy(clf, ds, ["gradient"])
+
+
+def test_table_options_none_or_missing_mean_the_defaults(tmp_path):
+    items = [((32, 32), WNIDS[i % 2], [(4 + i, 6, 20, 25)]) for i in range(3)]
+    ds = IlsvrcDataset(_white_box_folder(tmp_path / "val", items))
+    clf = gap_clf(seed=3, k=4, size=32)
+    plain = maxboxacc_table(clf, {"a": ds}, ["gradient", "smoothgrad"], {"smoothgrad": {"n": 2}})
+    none = maxboxacc_table(clf, {"a": ds}, ["gradient", "smoothgrad"],
+                           {"gradient": None, "smoothgrad": {"n": 2}})
+    for m in plain:
+        assert np.array_equal(plain[m]["a"]["hits"], none[m]["a"]["hits"]), m
+    with pytest.raises(ValueError, match="n"):
+        maxboxacc_table(clf, {"a": ds}, ["smoothgrad"], {"smoothgrad": {"n": 0}})

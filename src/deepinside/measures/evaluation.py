@@ -578,10 +578,9 @@ def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: st
         shapes = tuple(np.shape(g) for g in guesses)
         if len(guesses) != 2 or shapes != ((n, topk), (n, topk)):
             raise ValueError(f"guesses must be (classes, probs) of shape ({n}, {topk}) each, got {shapes}")
-    out = {m: SaliencyCache(crops, all_cls, all_p, [(0, 0)] * n) for m in names}
-    cache = out[names[0]]   # sizes and frames: filled once, shared by every method's cache
-    for c in out.values():
-        c.sizes, c.frames = cache.sizes, cache.frames
+    sizes: list[tuple[int, int]] = [(0, 0)] * n
+    frames: dict[int, tuple[int, int, int, int]] = {}
+    maps_of: dict[str, dict[tuple[int, int], np.ndarray]] = {m: {} for m in names}   # (i, rank) -> map
     # crops="full": the whole images go through the network in groups of one shape; a group's
     # inputs wait across chunks until they fill a pass of batch_size (at most batch_size - 1 per
     # shape wait). Grouped only within a chunk, the full-resolution folder's 22 shapes among 50
@@ -594,7 +593,7 @@ def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: st
                          "center")
             for name, maps in got.items():
                 for (i, r, _), m in zip(grp, maps):
-                    out[name].maps[(i, r)] = _unit(m)
+                    maps_of[name][(i, r)] = _unit(m)
 
     bar = progress(total=n, desc=f"saliency ({crops})", unit="img")
     for start in range(0, n, chunk):
@@ -609,8 +608,8 @@ def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: st
         pairs = []  # (image index, rank)
         for j, (im, rec) in enumerate(items):
             i = start + j
-            cache.sizes[i] = im.size
-            cache.frames[i] = frame_box(clf, crops, *im.size)
+            sizes[i] = im.size
+            frames[i] = frame_box(clf, crops, *im.size)
             gt = set(_gt_classes(clf, rec))
             pairs += [(i, r) for r in range(topk) if classes == "all" or int(all_cls[i, r]) in gt]
         if pairs:
@@ -628,16 +627,15 @@ def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: st
                              crops)
                 for name, maps in got.items():
                     for (i, r), m in zip(pairs, maps):
-                        out[name].maps[(i, r)] = _unit(m)
+                        maps_of[name][(i, r)] = _unit(m)
         release_memory()   # the chunk's freed activations back to the OS (issue 21)
         bar.update(len(imgs))
     for grp in pending.values():   # each shape's last, partial pass
         map_group(grp)
     bar.close()
-    for c in list(out.values())[1:]:   # each cache its own arrays
-        c.classes, c.probs, c.sizes, c.frames = (all_cls.copy(), all_p.copy(), list(cache.sizes),
-                                                 dict(cache.frames))
-    return out
+    # one cache per method, each with its own arrays
+    return {m: SaliencyCache(crops, all_cls.copy(), all_p.copy(), list(sizes), maps=maps_of[m],
+                             frames=dict(frames)) for m in names}
 
 
 def classify_topk(clf, images: Sequence[Image.Image], topk: int, batch_size: int = BATCH_SIZE
@@ -1118,11 +1116,7 @@ def localisation_table(
             if _needs_saliency(fn):
                 key = _cache_key(clf, folder, where, side)
                 if key not in caches:
-                    # the rows' other maps of these whole images that one pass serves with this one
-                    joint = {k: w["maps"] for k, w in (
-                        (_cache_key(clf, folder, w, sd), w) for w, f, sd in specs.values()
-                        if _needs_saliency(f) and sd == side)
-                        if k not in caches and _joint(w)} if _joint(where) else {}
+                    joint = _joint_keys(clf, folder, where, side, specs.values(), caches)
                     if len(set(joint.values())) > 1:
                         got = precompute_saliency_set(clf, ds, list(dict.fromkeys(joint.values())),
                                                       topk=topk, full_side=side,
@@ -1138,6 +1132,22 @@ def localisation_table(
                 if cache is None:
                     cache = caches[(folder, None, None)] = _classify_only(clf, ds, topk, BATCH_SIZE)
             out[name][folder] = localisation_outcomes(clf, ds, cache, fn, topk=topk)
+    return out
+
+
+def _joint_keys(clf, folder: str, where: Mapping[str, object], side: int | None, specs,
+                caches: Mapping) -> dict[tuple, str]:
+    """The cache keys (-> map name) of the rows' maps not yet computed for ``folder`` that one
+    shared pass serves together with the row ``where`` (:func:`_joint`, the same input side);
+    empty when ``where``'s own maps are not joint. ``specs``: the table's ``(where, box rule,
+    side)`` per row."""
+    if not _joint(where):
+        return {}
+    out = {}
+    for w, fn, sd in specs:
+        k = _cache_key(clf, folder, w, sd)
+        if _needs_saliency(fn) and sd == side and _joint(w) and k not in caches:
+            out[k] = str(w["maps"])
     return out
 
 

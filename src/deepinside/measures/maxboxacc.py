@@ -551,7 +551,8 @@ def maxboxacc_table(clf: Any, datasets: Mapping[str, Any], maps: Sequence[str],
     forward and backward pass (:func:`deepinside.maps.compute_map_set`; the same maps up to float
     rounding)."""
     maps = list(dict.fromkeys(maps))
-    by_folder = {f: _max_box_accuracies(clf, ds, {m: dict((options or {}).get(m, {})) for m in maps},
+    options = dict(options or {})
+    by_folder = {f: _max_box_accuracies(clf, ds, {m: dict(options.get(m) or {}) for m in maps},
                                         return_hits=True)
                  for f, ds in datasets.items()}
     return {m: {f: by_folder[f][m] for f in datasets} for m in maps}
