@@ -9,12 +9,14 @@ repetitions (benchmarks/_runner.py):
 2. the whole Fig. 7 set (score, probability and top class of every position, plus the total
    activity of the strongest feature map of ``bn2``): ours in one call vs. Captum in two calls
    (the class map, then the layer activity through a forward function that runs the network up
-   to the layer only and returns the map's total).
+   to the layer only and returns the map's total);
+3. ours alone on chapter 3's geometry (whole 224 x 299 images, window and stride 48): the local
+   path, set up cold, against the full network (issue 21).
 
 Targets (issue 12): ours/Captum <= 0.8 for 1, <= 0.45 for 2.
 
 Run: ``python benchmarks/bench_occlusion.py [--images 2] [--window 56] [--stride 28]
-[--repeats 5] [--threads 1]``.
+[--repeats 5] [--threads 1] [--whole 16]``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=28)
     ap.add_argument("--layer", default="bn2")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--whole", type=int, default=16,
+                    help="whole 224 x 299 images of part 3 (chapter 3's occlusion geometry)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 on a shared machine: multi-threaded timings are bimodal there)")
     args = ap.parse_args()
@@ -126,6 +130,31 @@ def main() -> None:
     print("\nsummary (targets: <= 0.80 and <= 0.45)")
     print(f"  ours / captum, target map     {r1['ours: target map']:.3f}")
     print(f"  ours / captum, Fig. 7 set     {r2['ours: Fig. 7 set, one call']:.3f}")
+    whole_images(clf, args.whole, args.repeats)
+
+
+def whole_images(clf, n: int, repeats: int) -> None:
+    """3. Chapter 3's occlusion maps: ``n`` whole images of one size (shorter side 224, e.g.
+    224 x 299, a side not a multiple of 4), window 48, stride 48: the local path set up cold on
+    each call (the plan and its receptive fields made anew, as for each new image size in the
+    chapter) against the full network on every copy; the same scores checked first."""
+    from deepinside.methods import occlusion as occ_mod
+    from deepinside.methods import receptive
+
+    x = torch.randn(n, 3, 224, 299, generator=torch.Generator().manual_seed(0))
+
+    def local():
+        occ_mod._VERIFIED.clear()
+        receptive._RF_CACHE.clear()
+        return occlusion(clf, x, window=48, stride=48, show_progress=False)
+
+    def full():
+        return occlusion(clf, x, window=48, stride=48, show_progress=False, local=False)
+
+    assert torch.equal(local().score, full().score), "the local path changed the scores"
+    times = compare({"local path, cold": local, "full network": full}, repeats=repeats, warmup=0)
+    report(f"{n} whole images of 224 x 299, window 48, stride 48 ({n * 25} copies; "
+           f"local from {occ_mod.LOCAL_MIN_COPIES})", times, baseline="full network")
 
 
 if __name__ == "__main__":
