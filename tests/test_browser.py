@@ -49,7 +49,11 @@ TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$", re
 def _pages() -> list[str]:
     """Document names in reading order, from _toc.yml (root, chapters)."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    return [toc["root"]] + [c["file"] for c in toc.get("chapters", [])]
+
+    def walk(entries: list) -> list[str]:   # a chapter, then its sections' pages
+        return [d for e in entries for d in [e["file"], *walk(e.get("sections", []))]]
+
+    return [toc["root"], *walk(toc.get("chapters", []))]
 
 
 def _html_root() -> Path:

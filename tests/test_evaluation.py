@@ -736,3 +736,54 @@ def test_outcomes_read_each_image_once_and_let_it_go():
     assert sorted(reads) == sorted(list(range(len(ims))) * 2)
     gc.collect()
     assert not any(r() is not None for r in alive)   # no image kept after the call
+
+
+# -- the book's development folders ---------------------------------------------------------------
+
+
+def test_development_folders_space_each_folder_and_keep_those_present(tmp_path):
+    from test_data import _fake_ilsvrc
+
+    first = _fake_ilsvrc(tmp_path / "ilsvrc2012-val-201", n=9)
+    got = ev.development_folders(first, step=4)
+    assert list(got) == ["201"]                         # the second folder is absent: left out
+    assert [r.image_path.name for _, r in got["201"]] == [
+        f"ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 5, 9)]
+    _fake_ilsvrc(tmp_path / "ilsvrc2012-val-650-227px", n=10)
+    got = ev.development_folders(first, step=2, most=2)   # 10 images, most 2: every 5th
+    assert {k: len(v) for k, v in got.items()} == {"201": 3, "650-227px": 2}
+    assert ev.development_folders(tmp_path / "nowhere" / "ilsvrc2012-val-201") == {}
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="positive int"):
+            ev.development_folders(first, step=bad)
+
+
+def test_development_folders_on_the_book_sample(ilsvrc_root):
+    got = ev.development_folders(ilsvrc_root)
+    assert {k: len(v) for k, v in got.items()} == {"201": 50, "650-227px": 163}
+
+
+def test_whole_images_above_the_network_side_go_through_in_fewer_rows():
+    """full_side above the network's side: the rows of a pass shrink with the square of the side
+    (the pass's activations, not its maps, change: issue 21's peak memory)."""
+    clf = conv_clf(seed=5)
+    s = clf.input_size
+    ims = [rand_pil(3 * s, 2 * s, seed=k) for k in range(6)]   # whole: (side, 1.5 side)
+    top = [p[0][0] for p in clf.predict(ims, topk=1)]
+    ds = TinyDataset(ims, top, [(0, 0, 20, 20)] * len(ims))
+    got = {}
+    for side in (s, 2 * s):
+        rows = []
+        handle = clf.net.register_forward_pre_hook(lambda m, a: rows.append(tuple(a[0].shape)))
+        try:
+            got[side] = precompute_saliency(clf, ds, topk=1, maps="gradient", crops="full",
+                                            full_side=side, batch_size=4, chunk=8)
+        finally:
+            handle.remove()
+        passes = sorted(r[0] for r in rows if r[2:] != (s, s))   # not classification
+        assert passes == ([2, 4] if side == s else [1] * 6), (side, rows)
+    assert ev.pass_rows(4, (2 * s, 3 * s), s) == 1 and ev.pass_rows(4, (s, 5 * s), s) == 4
+    for side, c in got.items():   # one image alone gives the same map
+        alone = precompute_saliency(clf, TinyDataset(ims[:1], top[:1], [(0, 0, 20, 20)]), topk=1,
+                                    maps="gradient", crops="full", full_side=side)
+        np.testing.assert_allclose(c.maps[(0, 0)], alone.maps[(0, 0)], rtol=1e-4, atol=1e-6)

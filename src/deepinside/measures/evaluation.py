@@ -45,7 +45,7 @@ __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache"
            "bootstrap_se", "paired_comparison", "Comparison", "concat_outcomes", "DEFAULT_MAPS",
            "DEFAULT_SEGMENT", "FUSED_SIDE", "LOCALISATION_MAP_OPTIONS", "typical_images", "guess_details",
            "localisation_table", "precompute_saliency_set", "compare_rows", "FAILURES", "failure_kinds", "failure_counts",
-           "failure_examples"]
+           "failure_examples", "development_folders"]
 
 Box = tuple[float, float, float, float]
 
@@ -551,6 +551,22 @@ def precompute_saliency_set(
                        batch_size=batch_size, chunk=chunk, full_side=full_side, guesses=guesses)
 
 
+def pass_rows(batch_size: int, shape: Sequence[int], side: int) -> int:
+    """Rows per pass for whole images of ``shape`` ``(H, W)`` fed at a shorter side above the
+    network's own ``side``: ``batch_size * (side / min(H, W))**2``, rounded, in ``1..batch_size``.
+
+    A pass keeps its activations for the backward pass, in proportion to its pixels: the 288-px row
+    of chapter 3 in passes of 4 made the chapter's peak memory (issue 21). With fewer rows the pass
+    holds about what ``batch_size`` inputs at the network's side hold; on CPU the time per image
+    is the same at 2 or 4 rows.
+
+    >>> pass_rows(4, (224, 299), 224), pass_rows(4, (288, 384), 224), pass_rows(4, (224, 224), 224)
+    (4, 2, 4)
+    """
+    short = max(1, min(int(shape[0]), int(shape[1])))
+    return max(1, min(batch_size, round(batch_size * (side / short) ** 2)))
+
+
 def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: str, classes: str,
                 batch_size: int, chunk: int, full_side: int | None,
                 guesses: tuple[np.ndarray, np.ndarray] | None) -> dict[str, SaliencyCache]:
@@ -558,12 +574,12 @@ def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: st
     ``specs`` map method -> its options; one cache per method."""
     names = list(specs)
 
-    def map_of(inputs, targets: list[int], crops: str) -> dict[str, torch.Tensor]:
+    def map_of(inputs, targets: list[int], crops: str, rows: int = batch_size) -> dict[str, torch.Tensor]:
         if len(names) > 1 and crops == "center":   # shared passes where the methods share them
-            return compute_map_set(clf, inputs, targets, names, batch_size=batch_size,
+            return compute_map_set(clf, inputs, targets, names, batch_size=rows,
                                    options={m: o for m, o in specs.items() if o})
         return {m: compute_maps(clf, inputs, targets, method=m, crops=crops,
-                                batch_size=batch_size, **specs[m]) for m in names}
+                                batch_size=rows, **specs[m]) for m in names}
 
     if classes not in ("needed", "all"):
         raise ValueError(f"classes must be 'needed' or 'all', got {classes!r}")
@@ -590,7 +606,7 @@ def _precompute(clf, dataset, specs: Mapping[str, dict], *, topk: int, crops: st
     def map_group(grp: list) -> None:
         if grp:
             got = map_of(torch.cat([g[2] for g in grp]), [int(all_cls[i, r]) for i, r, _ in grp],
-                         "center")
+                         "center", pass_rows(batch_size, grp[0][2].shape[-2:], clf.input_size))
             for name, maps in got.items():
                 for (i, r, _), m in zip(grp, maps):
                     maps_of[name][(i, r)] = _unit(m)
@@ -1220,3 +1236,43 @@ def failure_examples(table: Mapping[str, Mapping[str, Outcomes]], row: str,
                 found.append((folder, int(hit[0]), kind))
                 break
     return found
+
+
+def development_folders(root=None, step: int = 4, most: int = 160) -> dict[str, object]:
+    """The book's two ILSVRC folders, every ``step``-th image of each: short name -> dataset.
+
+    The folders are ``ilsvrc2012-val-201`` (``root``, default :func:`default_ilsvrc_root`) and
+    ``ilsvrc2012-val-650-227px`` beside it, each present one kept; the names drop the
+    ``ilsvrc2012-val-`` prefix (``"201"``, ``"650-227px"``). A folder of more than
+    ``step * most`` images is spaced wider, to about ``most`` images (the 650-image folder at
+    ``step=4``: 163). Chapter 3 and its page on every map evaluate these images; ``{}`` when
+    there is no folder (offline, nothing cached): the chapters then say what they skip.
+
+    Args:
+        root: the first folder, or None for :func:`deepinside.data.default_ilsvrc_root`.
+        step, most: the spacing and the images per folder it aims below.
+
+    Returns:
+        ``{name: Subset(IlsvrcDataset(folder), range(0, n, max(step, n // most)))}``.
+
+    Raises:
+        ValueError: ``step`` or ``most`` not a positive int.
+    """
+    from pathlib import Path
+
+    from ..core.data import IlsvrcDataset, default_ilsvrc_root
+    from ..core.distributed import Subset
+
+    for name, v in (("step", step), ("most", most)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    root = default_ilsvrc_root() if root is None else Path(root)
+    if root is None:
+        return {}
+    out: dict[str, object] = {}
+    for folder in (root, root.parent / "ilsvrc2012-val-650-227px"):
+        if folder.exists():
+            ds = IlsvrcDataset(folder)
+            out[folder.name.removeprefix("ilsvrc2012-val-")] = Subset(
+                ds, range(0, len(ds), max(step, len(ds) // most)))
+    return out
