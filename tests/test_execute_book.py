@@ -96,4 +96,4 @@ def test_jobs_default_follows_cores_memory_and_the_environment(monkeypatch):
 def test_longest_chapter_first():
     paths = [Path(f"book/{n}_x.ipynb") for n in ("00", "01", "03", "03b", "06", "99")]
     got = [p.name.split("_")[0] for p in execute_book.longest_first(paths)]
-    assert got == ["03b", "03", "01", "06", "99", "00"]
+    assert got == ["03b", "01", "06", "03", "99", "00"]
