@@ -191,3 +191,62 @@ def test_scores_of_the_default_classifier_use_the_twin_and_match_the_network():
     twin = inference_twin(clf.net)
     assert twin is not clf.net and sum(isinstance(m, nn.BatchNorm2d) for m in twin.modules()) == 0
     assert sum(isinstance(m, nn.BatchNorm2d) for m in clf.net.modules()) >= 40
+
+
+# -- gradient_net: the twin differentiated for input gradients (issue 21) -------------------------
+
+
+def test_gradient_net_gives_the_twin_with_the_same_input_gradient():
+    from deepinside.core.batchnorm import gradient_net
+
+    net = _net()
+    x = torch.randn(3, 3, 6, 6, generator=torch.Generator().manual_seed(3))
+    g = gradient_net(net, x)
+    assert g is inference_twin(net) and g is not net
+    assert not any(p.requires_grad for p in g.parameters())      # a constant copy
+    want_out, want_grad = _output_and_grad(net, x)
+    got_out, got_grad = _output_and_grad(g, x)
+    torch.testing.assert_close(got_out, want_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-6)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_gradient_net_is_the_network_itself_when_the_twin_would_differ():
+    from deepinside.core.batchnorm import gradient_net
+
+    net = _net()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(4))
+    net.train()                                   # train mode: BatchNorm is not a fixed map
+    assert gradient_net(net, x) is net
+    net.eval()
+    for register in (lambda m: m.register_forward_hook(lambda *a: None),
+                     lambda m: m.register_full_backward_hook(lambda *a: None),
+                     lambda m: m.register_full_backward_pre_hook(lambda *a: None)):
+        h = register(net[2])
+        try:
+            assert gradient_net(net, x) is net    # the twin would not run the hook
+        finally:
+            h.remove()
+    assert gradient_net(net, x) is not net
+    bad = _Reordered().eval().requires_grad_(False)   # a fold that breaks the forward
+    bad.bn.running_mean.uniform_(-2, 2)
+    assert gradient_net(bad, torch.randn(2, 3, 5, 5)) is bad
+
+
+def test_score_gradient_uses_the_twin_only_outside_rule_blocks(monkeypatch):
+    from deepinside.methods import backprop
+
+    net = nn.Sequential(_net(), nn.ReLU())
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(5))
+    seen = []
+    real = backprop.gradient_net
+    monkeypatch.setattr(backprop, "gradient_net", lambda n, xx: seen.append(1) or real(n, xx))
+    w, _ = backprop.score_gradient(net, x)
+    assert len(seen) == 1
+    with backprop.backward_rule(net, "guided"):
+        backprop.score_gradient(net, x)
+    assert len(seen) == 1                     # a rule block: the network itself, hooks and all
+    xg = x.clone().requires_grad_(True)
+    s = net(xg)
+    (want,) = torch.autograd.grad(s.gather(1, s.argmax(1, keepdim=True)).sum(), xg)
+    torch.testing.assert_close(w, want, rtol=1e-5, atol=1e-6)

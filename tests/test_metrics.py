@@ -530,3 +530,70 @@ def test_map_similarity_from_features_equals_from_maps():
         dm.map_similarity(fa, np.zeros((14, 28)))
     with pytest.raises(ValueError, match="unknown similarity"):
         dm.map_similarity(dm.map_features(a, ["spearman"]), b)
+
+
+@pytest.mark.parametrize("shape,sigma,radius,border", [
+    ((2, 1, 37, 50), 3.0, 12, "zeros"),     # a map, 4-sigma kernel
+    ((1, 1, 7, 9), 3.0, 12, "zeros"),       # a kernel wider than the image
+    ((3, 3, 24, 24), 5.0, 5, "reflect"),    # insertion's canvas: RISE's 11 taps
+    ((2, 3, 30, 20), 2.0, 4, "reflect"),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gaussian_blur_opencv_path_equals_torch_convolution(shape, sigma, radius, border, dtype):
+    """Without autograd on CPU the blur runs through OpenCV (issue 21: 20x faster); with a
+    gradient asked of the input, through torch's convolution. Both give the same planes."""
+    from deepinside.core import smoothing
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    assert smoothing._opencv_path(x, border, radius)
+    fast = dm.gaussian_blur(x, sigma, radius, border)
+    xg = x.clone().requires_grad_(True)
+    assert not smoothing._opencv_path(xg, border, radius)
+    slow = dm.gaussian_blur(xg, sigma, radius, border)
+    assert fast.dtype == dtype and fast.shape == x.shape and not fast.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-6)
+    slow.sum().backward()            # the torch path keeps its gradient
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+def test_gaussian_blur_opencv_path_keeps_layout_and_input():
+    x = torch.rand(2, 3, 16, 18).contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    y = dm.gaussian_blur(x, 2.0, 4, "reflect")
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, before)
+    with torch.no_grad():   # a tensor that requires grad, under no_grad: OpenCV too
+        z = dm.gaussian_blur(x.clone().requires_grad_(True), 2.0, 4, "reflect")
+    torch.testing.assert_close(z, y, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="border"):
+        dm.gaussian_blur(x, 2.0, 4, "wrap")
+
+
+def test_evaluate_maps_computes_the_curves_of_one_pixel_order_once(monkeypatch):
+    """Maps that order the pixels alike (CAM and Grad-CAM in chapter 6) share one computation of
+    the deletion/insertion curves; a map with another order gets its own."""
+    tiny = tiny_classifier()
+    rng = np.random.default_rng(1)
+    items = [(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)),
+              SimpleNamespace(boxes=((4, 4, 12, 12),), label=i % 3)) for i in range(3)]
+    base = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    fake = {"gradient": base, "deconvnet": 2 * base + 1, "guided": -base}   # same, same, reversed
+
+    def maps(clf, images, labels, method, **kw):
+        start = next(i for i, (im, _) in enumerate(items) if im is images[0])
+        return fake[method][start:start + len(images)]
+
+    calls = []
+    real = dm.deletion_insertion
+    monkeypatch.setattr(dm, "compute_maps", maps)
+    monkeypatch.setattr(dm, "deletion_insertion", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res = dm.evaluate_maps(tiny, items, ["gradient", "deconvnet", "guided"], steps=4)
+    assert len(calls) == 2                                  # gradient (= deconvnet), guided
+    x = tiny.preprocess([im for im, _ in items])
+    for m in fake:
+        one = real(tiny, x, fake[m], [r.label for _, r in items], steps=4)
+        got = res[m]["deletion"]
+        assert all(np.array_equal(got[k], one[k]) for k in one), m
+    a, b = res["gradient"]["deletion"], res["deconvnet"]["deletion"]
+    assert a is not b and a["deletion_curve"] is not b["deletion_curve"]   # copies
+    assert not np.array_equal(a["deletion_curve"], res["guided"]["deletion"]["deletion_curve"])

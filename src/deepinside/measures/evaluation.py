@@ -21,9 +21,10 @@ connected component of the saliency map above a fraction of its maximum, as CAM 
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Callable, ClassVar, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from ..core.data import load_image
 from ..core.frames import Crops, check_crops, frame_box
 from .localisation import SegmentParams, bounding_box, full_image_input, segment, smooth_saliency
 from ..methods.maps import JOINT_MAPS, compute_map_set, compute_maps
+
+if TYPE_CHECKING:
+    from ..core.distributed import Subset
 
 __all__ = ["iou", "localisation_correct", "precompute_saliency", "SaliencyCache", "evaluate_localisation",
            "evaluate_classification", "classify_topk", "threshold_box", "centered_box", "compare_methods", "METHODS", "EVALUATE_ROWS", "needs_saliency", "MAP_KEYS", "check_full_side", "BOX_METHODS", "BoxMethod", "Guess", "box_method", "graphcut",
@@ -1238,12 +1242,13 @@ def failure_examples(table: Mapping[str, Mapping[str, Outcomes]], row: str,
     return found
 
 
-def development_folders(root=None, step: int = 4, most: int = 160) -> dict[str, object]:
+def development_folders(root: str | os.PathLike | None = None, step: int = 4,
+                        most: int = 160) -> dict[str, Subset]:
     """The book's two ILSVRC folders, every ``step``-th image of each: short name -> dataset.
 
-    The folders are ``ilsvrc2012-val-201`` (``root``, default :func:`default_ilsvrc_root`) and
-    ``ilsvrc2012-val-650-227px`` beside it, each present one kept; the names drop the
-    ``ilsvrc2012-val-`` prefix (``"201"``, ``"650-227px"``). A folder of more than
+    The folders are :data:`deepinside.core.fetch.FOLDERS`: ``ilsvrc2012-val-201`` (``root``,
+    default :func:`default_ilsvrc_root`) and ``ilsvrc2012-val-650-227px`` beside it, each present
+    one kept; the names drop the prefix the two share (``ilsvrc2012-val-``) (``"201"``, ``"650-227px"``). A folder of more than
     ``step * most`` images is spaced wider, to about ``most`` images (the 650-image folder at
     ``step=4``: 163). Chapter 3 and its page on every map evaluate these images; ``{}`` when
     there is no folder (offline, nothing cached): the chapters then say what they skip.
@@ -1262,6 +1267,7 @@ def development_folders(root=None, step: int = 4, most: int = 160) -> dict[str, 
 
     from ..core.data import IlsvrcDataset, default_ilsvrc_root
     from ..core.distributed import Subset
+    from ..core.fetch import FOLDERS
 
     for name, v in (("step", step), ("most", most)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -1269,10 +1275,11 @@ def development_folders(root=None, step: int = 4, most: int = 160) -> dict[str, 
     root = default_ilsvrc_root() if root is None else Path(root)
     if root is None:
         return {}
-    out: dict[str, object] = {}
-    for folder in (root, root.parent / "ilsvrc2012-val-650-227px"):
+    prefix = os.path.commonprefix(list(FOLDERS))
+    out: dict[str, Subset] = {}
+    for folder in (root, *(root.parent / f for f in FOLDERS[1:])):
         if folder.exists():
             ds = IlsvrcDataset(folder)
-            out[folder.name.removeprefix("ilsvrc2012-val-")] = Subset(
+            out[folder.name.removeprefix(prefix)] = Subset(
                 ds, range(0, len(ds), max(step, len(ds) // most)))
     return out

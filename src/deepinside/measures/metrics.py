@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import inspect
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -857,8 +858,21 @@ def evaluate_maps(
 
     Returns:
         ``{method: {"pointing": pointing_game dict (or None), "deletion": deletion_insertion dict}}``.
+
+    Two methods whose maps put the pixels of every image in the same order (CAM and Grad-CAM
+    on a network that pools its last features globally: chapter 6) have the same curves; they
+    are computed once, for the first, and copied for the other (issue 21: no work twice).
     """
     items = _items(dataset)
+    curves: dict[str, dict[str, Any]] = {}   # pixel order's digest -> deletion_insertion result
+
+    def curves_of(maps: torch.Tensor) -> dict[str, Any]:
+        digest = hashlib.sha256(_ranks(maps, seed).numpy().tobytes()).hexdigest()
+        if digest not in curves:
+            curves[digest] = deletion_insertion(clf, x, maps.to(clf.device), labels[:nd],
+                                                steps=steps, batch_size=batch_size, seed=seed)
+        return copy.deepcopy(curves[digest])
+
     nd = len(items) if deletion_images is None else min(int(deletion_images), len(items))
     labels = [r.label for _, r in items]
     x = clf.preprocess([im for im, _ in items[:nd]]) if nd else None
@@ -879,8 +893,7 @@ def evaluate_maps(
             pg = (pointing_game(clf, items, m, tolerance, smooth=sm) if crops == "center" else
                   pointing_game(clf, items, method, tolerance, crops=crops, smooth=sm,
                                 batch_size=batch_size, **opts))
-            di_ = deletion_insertion(clf, x, m[:nd].to(clf.device), labels[:nd], steps=steps,
-                                     batch_size=batch_size, seed=seed) if nd else None
+            di_ = curves_of(m[:nd]) if nd else None
         out[method] = {"pointing": pg, "deletion": di_}
     return out
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.batchnorm import gradient_net
 from ..core.hooks import forward_hooks
 
 __all__ = ["RULES", "backward_rule", "find_rectifiers", "RuleStats", "score_gradient",
@@ -469,6 +470,11 @@ def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
     of eq. 4 in the package: :func:`input_gradient` returns it, :func:`deepinside.saliency`
     reduces it with :math:`\\max_c |w|`.
 
+    With no rule block open, the network differentiated is its BatchNorm-folded twin when it
+    has one (:func:`deepinside.core.batchnorm.gradient_net`: the same function in eval mode,
+    0.8-0.9 of the time; equal to ``net``'s gradient up to float32 rounding at the rectifiers'
+    bounds); inside a block, and for networks with hooks, ``net`` itself.
+
     Args:
         net: maps ``(B, C, H, W)`` to scores ``(B, K)`` (unnormalised: logits).
         x: ``(B, C, H, W)`` float input (not modified; a detached leaf gets the gradient),
@@ -495,6 +501,8 @@ def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
         # channels-last convolutions: 1.3-1.4x faster forward+backward on CPU (oneDNN), same math
         xg = xg.contiguous(memory_format=torch.channels_last)
     xg.requires_grad_(True)
+    if not _LOCAL.stack:   # the true gradient: through BatchNorm folded into the convolutions
+        net = gradient_net(net, xg)
     with torch.enable_grad():
         scores = net(xg)
         if scores.ndim != 2 or scores.shape[0] != x.shape[0]:

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 
 from ..core._progress import progress
+from ..core.batchnorm import gradient_net
 from ..core.cache import cached, default_cache_dir
 from ..core.inputs import check_bool as _check_bool, check_int as _check_int, check_real as _check_real
 from ..core.models import BATCH_SIZE, Classifier, frozen
@@ -496,6 +497,9 @@ def class_model(
                              f"{clf.input_size}): {e}") from e
 
     with frozen(clf.net) as net:
+        # eq. 1's gradient through BatchNorm folded into the convolutions: the same function,
+        # 0.8-0.9 of the time per step (deepinside.core.batchnorm.gradient_net; issue 21)
+        net = gradient_net(net, _fast_layout(x0[:1].detach()))
         for t in progress(range(steps), desc="class model", total=steps, disable=not show_progress):
             if t in snaps:
                 with torch.no_grad():
