@@ -233,7 +233,7 @@ def test_gradient_net_is_the_network_itself_when_the_twin_would_differ():
     assert gradient_net(bad, torch.randn(2, 3, 5, 5)) is bad
 
 
-def test_score_gradient_uses_the_twin_only_outside_rule_blocks(monkeypatch):
+def test_score_gradient_folded_uses_the_twin_only_outside_rule_blocks(monkeypatch):
     from deepinside.methods import backprop
 
     net = nn.Sequential(_net(), nn.ReLU())
@@ -241,12 +241,15 @@ def test_score_gradient_uses_the_twin_only_outside_rule_blocks(monkeypatch):
     seen = []
     real = backprop.gradient_net
     monkeypatch.setattr(backprop, "gradient_net", lambda n, xx: seen.append(1) or real(n, xx))
-    w, _ = backprop.score_gradient(net, x)
+    exact, _ = backprop.score_gradient(net, x)
+    assert not seen                           # eq. 4 by default: autograd on the network itself
+    w, _ = backprop.score_gradient(net, x, folded=True)
     assert len(seen) == 1
     with backprop.backward_rule(net, "guided"):
-        backprop.score_gradient(net, x)
+        backprop.score_gradient(net, x, folded=True)
     assert len(seen) == 1                     # a rule block: the network itself, hooks and all
     xg = x.clone().requires_grad_(True)
     s = net(xg)
     (want,) = torch.autograd.grad(s.gather(1, s.argmax(1, keepdim=True)).sum(), xg)
     torch.testing.assert_close(w, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(exact, want, rtol=1e-5, atol=1e-6)

@@ -460,7 +460,7 @@ def backward_rule(net: nn.Module, rule: str, *, upper_gate: bool = True) -> Iter
 
 
 def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, *,
-                   group: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                   group: int = 1, folded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4, :math:`w = \\partial S_c / \\partial I |_{I_0}`, signed, under the rule in force.
 
     One forward and one backward pass for the whole batch: :math:`\\sum_n S_{c_n}(x_n)` is
@@ -470,10 +470,13 @@ def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
     of eq. 4 in the package: :func:`input_gradient` returns it, :func:`deepinside.saliency`
     reduces it with :math:`\\max_c |w|`.
 
-    With no rule block open, the network differentiated is its BatchNorm-folded twin when it
-    has one (:func:`deepinside.core.batchnorm.gradient_net`: the same function in eval mode,
-    0.8-0.9 of the time; equal to ``net``'s gradient up to float32 rounding at the rectifiers'
-    bounds); inside a block, and for networks with hooks, ``net`` itself.
+    The derivative is autograd's on ``net`` itself, bit for bit, unless ``folded``: then, with
+    no rule block open, the network differentiated is its BatchNorm-folded twin when it has one
+    (:func:`deepinside.core.batchnorm.gradient_net`: the same function in eval mode, 0.87-0.90
+    of the time; equal to ``net``'s gradient up to float32 rounding at the rectifiers' bounds,
+    about 1 % of the map's maximum at a few pixels). SmoothGrad asks for it (an average over
+    noise, where float rounding is far below the noise); the maps that the book compares with
+    autograd, Captum or each other exactly (eq. 4, the backward rules) do not.
 
     Args:
         net: maps ``(B, C, H, W)`` to scores ``(B, K)`` (unnormalised: logits).
@@ -482,6 +485,7 @@ def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
         target: ``(B,)`` long class per row, or None: the top-1 class of the scores averaged
             over consecutive groups of ``group`` rows (``group = 10``: the 10 crops of an image).
         group: rows per image for ``target=None``; ``B`` must be a multiple of it.
+        folded: differentiate the BatchNorm-folded twin (above) when no rule block is open.
 
     Returns:
         ``w`` ``(B, C, H, W)`` in the network's dtype and the classes used ``(B,)`` (long).
@@ -501,7 +505,7 @@ def score_gradient(net: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
         # channels-last convolutions: 1.3-1.4x faster forward+backward on CPU (oneDNN), same math
         xg = xg.contiguous(memory_format=torch.channels_last)
     xg.requires_grad_(True)
-    if not _LOCAL.stack:   # the true gradient: through BatchNorm folded into the convolutions
+    if folded and not _LOCAL.stack:   # the true gradient, BatchNorm folded into the convolutions
         net = gradient_net(net, xg)
     with torch.enable_grad():
         scores = net(xg)
