@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -431,3 +432,48 @@ def test_few_copies_take_the_plain_path(monkeypatch):
     local = occlusion(net, x, **kw)
     assert any(_VERIFIED[net].values())
     assert torch.allclose(few.score, local.score, atol=1e-5)
+
+
+def test_a_geometry_met_again_takes_the_local_path_traced_once(monkeypatch):
+    """One image per call (chapter 3's whole images): the first call runs plain, the second
+    traces the geometry and checks it, later calls reuse it; all equal the plain path."""
+    from deepinside.methods import occlusion as occ_mod
+
+    traced = []
+    real = occ_mod._geometry
+    monkeypatch.setattr(occ_mod, "_geometry", lambda *a: traced.append(1) or real(*a))
+    net = nested_chain(seed=7)
+    kw = dict(target=2, window=8, stride=8, show_progress=False)     # 64 copies < 128
+    xs = [torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    out = [occlusion(net, x, **kw) for x in xs]
+    assert len(traced) == 1                                   # at the second call, once
+    key = next(iter(occ_mod._VERIFIED[net]))
+    assert occ_mod._VERIFIED[net][key] is True and occ_mod._SEEN[net][key] == 4
+    for x, r in zip(xs, out):
+        plain = occlusion(net, x, local=False, **kw)
+        torch.testing.assert_close(r.score, plain.score, rtol=0, atol=1e-5)
+        assert torch.equal(r.top_class, plain.top_class)
+    other = occlusion(net, torch.randn(1, 3, 64, 72), **kw)    # another size: its own count
+    assert len(traced) == 1 and other.score.shape == (1, 8, 9)
+
+
+def test_a_replaced_module_makes_the_geometry_traced_again(monkeypatch):
+    from deepinside.methods import occlusion as occ_mod
+
+    traced = []
+    real = occ_mod._geometry
+    monkeypatch.setattr(occ_mod, "_geometry", lambda *a: traced.append(1) or real(*a))
+    net = nested_chain(seed=8)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    kw = dict(target=0, window=8, stride=8, show_progress=False)
+    for _ in range(3):
+        occlusion(net, x, **kw)
+    assert len(traced) == 1
+    name, child = next(iter(net.named_children()))
+    setattr(net, name, copy.deepcopy(child))                 # same weights, a new module
+    occlusion(net, x, **kw)                                  # a new geometry: met once ...
+    assert len(traced) == 1
+    again = occlusion(net, x, **kw)                          # ... then traced for the new tree
+    assert len(traced) == 2 and sum(v is True for v in occ_mod._VERIFIED[net].values()) == 2
+    torch.testing.assert_close(again.score, occlusion(net, x, local=False, **kw).score,
+                               rtol=0, atol=1e-5)
